@@ -7,8 +7,10 @@ dashes), with the field's default and help text, so `--help`, the README and
 the code cannot disagree. The entry point only parses arguments and calls the
 library; it never trains anything itself.
 
-Exit status: 0 on success, 2 for a bad flag or a bad --data/--log-dir path,
-1 for any other failure we can explain (no MNIST anywhere), 130 on Ctrl-C.
+Exit status: 0 on success; 2 for a bad flag or a bad --data/--log-dir/--name/
+--resume; 1 for other failures we can explain (no MNIST anywhere, a full
+disk, a NaN loss); 130 after Ctrl-C and 143 after SIGTERM, once a checkpoint
+is saved.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import dataclasses
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 from lstm_mnist.config import Config, flag
 
@@ -31,17 +34,24 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per Config field: --batch-size for batch_size, and so on."""
+    """One flag per Config field: --batch-size for batch_size, and so on.
+
+    Every flag's argparse default is SUPPRESS, so the parsed namespace holds
+    only the flags the user actually typed; `config_from_args` fills in the
+    rest from Config's own defaults. That is how --resume tells a flag that
+    contradicts the run from one that was merely left at its default.
+    """
     for field in dataclasses.fields(Config):
-        help_text = field.metadata["help"]
+        help_text = f"{field.metadata['help']} (default: {field.default})"
         if isinstance(field.default, bool):
-            # --bidirectional / --no-bidirectional
-            parser.add_argument(f"--{flag(field.name)}", dest=field.name, default=field.default,
+            # --deterministic / --no-deterministic
+            parser.add_argument(f"--{flag(field.name)}", dest=field.name, default=argparse.SUPPRESS,
                                 action=argparse.BooleanOptionalAction, help=help_text)
         else:
-            parser.add_argument(f"--{flag(field.name)}", dest=field.name, default=field.default,
+            parser.add_argument(f"--{flag(field.name)}", dest=field.name, default=argparse.SUPPRESS,
                                 type=type(field.default), choices=field.metadata.get("choices"),
-                                metavar=None if "choices" in field.metadata else field.name.upper(), help=help_text + " (default: %(default)s)")
+                                metavar=None if "choices" in field.metadata else field.name.upper(),
+                                help=help_text)
 
 
 def is_startup_chatter(line: str) -> bool:
@@ -96,37 +106,61 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train, evaluate on the test set, write TensorBoard logs",
                                 description="Train, evaluate on the full test set, and write a run "
                                             "folder with TensorBoard logs under --log-dir.")
+    train.add_argument("--resume", metavar="RUN_DIR", type=Path, default=None,
+                       help="continue this run folder from its latest checkpoint, with its own config.json")
     add_config_flags(train)
     return parser
 
 
+def given_settings(args: argparse.Namespace) -> dict:
+    """The Config settings the user typed on the command line (and only those)."""
+    return {field.name: getattr(args, field.name) for field in dataclasses.fields(Config) if hasattr(args, field.name)}
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
-    return Config(**{field.name: getattr(args, field.name) for field in dataclasses.fields(Config)})
+    return Config(**given_settings(args))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    config = config_from_args(args)
+
+    def fail(message: str, status: int):
+        parser.exit(status, f"lstm-mnist train: error: {message}\n")
+
     try:
+        config = config_from_args(args)
         config.validate()
     except ValueError as error:
-        parser.exit(2, f"lstm-mnist train: error: {error}\n")
+        fail(str(error), 2)
+
+    from lstm_mnist.rundir import RunDirError
+    from lstm_mnist.resume import load_run_config, merge_resume_flags
+
+    if args.resume is not None:
+        try:
+            config = merge_resume_flags(load_run_config(args.resume), given_settings(args))
+        except RunDirError as error:
+            fail(str(error), 2)
 
     import_tensorflow_quietly()
+    from lstm_mnist.checkpoint import CheckpointError
     from lstm_mnist.data import DataError
-    from lstm_mnist.rundir import RunDirError
-    from lstm_mnist.train import train_and_evaluate
+    from lstm_mnist.train import TrainingStopped, train_and_evaluate
 
     try:
-        train_and_evaluate(config)
+        train_and_evaluate(config, resume_dir=args.resume)
     except DataError as error:
         # A bad --data path is a bad flag (2); no MNIST anywhere is an environment problem (1).
-        parser.exit(2 if config.data else 1, f"lstm-mnist train: error: {error}\n")
+        fail(str(error), 2 if config.data else 1)
     except RunDirError as error:
-        parser.exit(2, f"lstm-mnist train: error: {error}\n")
-    except KeyboardInterrupt:
-        parser.exit(130, "lstm-mnist train: interrupted\n")
+        fail(str(error), 2)
+    except CheckpointError as error:
+        fail(str(error), 1)
+    except TrainingStopped as error:
+        parser.exit(error.exit_code, f"lstm-mnist train: {error}\n")
+    except KeyboardInterrupt:  # Ctrl-C while loading data or building the model, before training
+        parser.exit(130, "lstm-mnist train: interrupted before training started\n")
     return 0
 
 

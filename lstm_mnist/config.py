@@ -97,12 +97,21 @@ class Config:
         1.0, "clip gradients to this global norm, which keeps early LSTM steps stable (0 = off)"
     )
     seed: int = setting(0, "seeds Python, NumPy and TensorFlow once at the start of the run")
+    deterministic: bool = setting(
+        False, "make TensorFlow's ops deterministic: the same seed then gives identical weights (slower on a GPU)"
+    )
 
     # --- Logging --------------------------------------------------------------
     log_dir: str = setting("logs", "folder that receives one sub-folder per run")
-    name: str = setting("", "suffix of the run folder's name (default: cell and units, e.g. lstm128)")
+    name: str = setting(
+        "", "name of the run folder under --log-dir (default: <timestamp>-<cell><units>); an existing one is refused"
+    )
     log_every_steps: int = setting(
         50, "write step-level scalars (loss, accuracy, learning rate) every N steps"
+    )
+
+    checkpoint_every_steps: int = setting(
+        0, "also save a checkpoint every N steps (0 = only at the end of each epoch)"
     )
 
     def validate(self) -> None:
@@ -112,7 +121,7 @@ class Config:
             value = getattr(self, name)
             if value <= 0:
                 raise ValueError(f"--{flag(name)} must be a positive integer, got {value}")
-        non_negative = ("train_examples", "test_examples", "input_projection")
+        non_negative = ("train_examples", "test_examples", "input_projection", "checkpoint_every_steps")
         for name in non_negative:
             value = getattr(self, name)
             if value < 0:

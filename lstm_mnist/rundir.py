@@ -1,7 +1,8 @@
 """One folder per run: created fresh, never reused, never overwritten.
 
-    <log_dir>/<YYYYmmdd-HHMMSS>-<name>/
+    <log_dir>/<YYYYmmdd-HHMMSS>-<cell><units>/    (or <log_dir>/<--name>/)
         config.json      the resolved Config of the run
+        checkpoints/     the latest training state, for --resume (see checkpoint.py)
         train/           TensorBoard event files (see summaries.py)
         validation/
         test/
@@ -21,19 +22,29 @@ class RunDirError(Exception):
     """The log folder cannot hold a new run. The message is one line for a person."""
 
 
-def create_run_dir(log_dir: str, name: str, now: datetime.datetime | None = None) -> Path:
+def create_run_dir(log_dir: str, name: str, default_name: str, now: datetime.datetime | None = None) -> Path:
     """Create and return a new, empty run folder under `log_dir`.
 
-    `mkdir` without exist_ok is atomic: if two runs start in the same second
-    with the same name, exactly one gets the folder and the other moves on to
-    the next suffix (-2, -3, ...), so two runs never share a folder.
+    name: the user's --name, used as the folder name exactly; if that folder
+        exists the run is refused, so nothing of the earlier run is touched.
+    default_name: used when name is empty, after a timestamp. `mkdir`
+        without exist_ok is atomic, so if two runs start in the same second,
+        one gets the folder and the other the next suffix (-2, -3, ...):
+        two runs never share a folder.
     """
-    stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")
     base = Path(log_dir).expanduser()
     try:
         base.mkdir(parents=True, exist_ok=True)
+        if name:
+            try:
+                (base / name).mkdir()
+                return base / name
+            except FileExistsError:
+                raise RunDirError(f"--name {name}: {base / name} already exists; choose another --name, "
+                                  f"or continue that run with --resume {base / name}") from None
+        stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")
         for attempt in range(1, 1000):
-            candidate = base / (f"{stamp}-{name}" if attempt == 1 else f"{stamp}-{name}-{attempt}")
+            candidate = base / (f"{stamp}-{default_name}" if attempt == 1 else f"{stamp}-{default_name}-{attempt}")
             try:
                 candidate.mkdir()
                 return candidate
@@ -43,7 +54,7 @@ def create_run_dir(log_dir: str, name: str, now: datetime.datetime | None = None
         reason = error.strerror or str(error)
         raise RunDirError(f"--log-dir {log_dir}: cannot write a run folder there ({reason}); "
                           "pass a writable folder with --log-dir") from None
-    raise RunDirError(f"--log-dir {log_dir}: too many runs named {stamp}-{name}; pass another --name")
+    raise RunDirError(f"--log-dir {log_dir}: too many runs named {stamp}-{default_name}; pass a --name")
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -62,6 +62,17 @@ class TensorBoardWriter:
             tf.summary.scalar("final/loss", test["loss"])
             tf.summary.scalar("final/accuracy", test["accuracy"])
 
+    def flush(self) -> None:
+        for writer in (self.train, self.validation, self.test):
+            writer.flush()
+
     def close(self) -> None:
         for writer in (self.train, self.validation, self.test):
             writer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+        return False

@@ -24,9 +24,12 @@ from typing import Callable, NamedTuple
 import keras
 import tensorflow as tf
 
+from lstm_mnist.checkpoint import Checkpointer
 from lstm_mnist.config import FEATURES, TIMESTEPS, Config
 from lstm_mnist.data import default_cache_dir, load_mnist, make_dataset, split_mnist
+from lstm_mnist.interrupt import SIGNAL_NAMES, StopRequests
 from lstm_mnist.model import build_model
+from lstm_mnist.resume import discard_events_after
 from lstm_mnist.rundir import create_run_dir, write_json
 from lstm_mnist.summaries import TensorBoardWriter
 
@@ -81,6 +84,11 @@ class LossAndAccuracy:
     def result(self) -> dict:
         return {"loss": float(self.loss.result()), "accuracy": float(self.accuracy.result())}
 
+    @property
+    def variables(self) -> list:
+        """The running totals and counts, saved in checkpoints so a resumed epoch's means stay exact."""
+        return [*self.loss.variables, *self.accuracy.variables]
+
 
 def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, clip_norm: float,
                     metrics: LossAndAccuracy):
@@ -133,17 +141,37 @@ def describe_device() -> str:
     return f"GPU ({', '.join(gpu.name for gpu in gpus)})" if gpus else "CPU (no GPU found)"
 
 
+class TrainingStopped(Exception):
+    """Training stopped early on purpose: a signal, or a loss that became NaN.
+
+    The message is one line for a person; `exit_code` is what the CLI returns
+    (130 for Ctrl-C, 143 for SIGTERM, 1 for a NaN loss).
+    """
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
-                       cache_dir: Path | None = None) -> TrainResult:
+                       cache_dir: Path | None = None, resume_dir: Path | None = None) -> TrainResult:
     """Train a classifier as `config` says, evaluate it on the test set, save everything.
 
     log: where the human-readable lines go (the CLI passes print).
     cache_dir: where the decoded offline MNIST is kept (default: ~/.cache/lstm_mnist).
+    resume_dir: continue this run folder from its latest checkpoint instead of
+        starting a new one (its config.json must match `config`).
+    Raises TrainingStopped on Ctrl-C/SIGTERM (after saving a checkpoint) or a
+    NaN loss (keeping the last good checkpoint).
     """
     config.validate()
     started = time.time()
     # The one place randomness is seeded: Python's random, NumPy and TensorFlow.
     keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        # Picks deterministic kernels (and raises for ops that have none), so
+        # the same seed on the same machine gives bit-identical weights.
+        tf.config.experimental.enable_op_determinism()
 
     mnist = load_mnist(config.data, cache_dir=cache_dir or default_cache_dir(), log=log)
     splits = split_mnist(mnist, config.val_size, config.train_examples, config.test_examples)
@@ -153,9 +181,12 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
     # The run folder is made only once the data is known to be good, so a
     # bad --data leaves nothing behind, and before the model is built, so a
     # bad --log-dir is reported at once.
-    run_dir = create_run_dir(config.log_dir, config.name or f"{config.cell}{config.units}")
-    write_json(run_dir / "config.json", config.to_dict())
-    log(f"run: {run_dir}")
+    if resume_dir is None:
+        run_dir = create_run_dir(config.log_dir, config.name, default_name=f"{config.cell}{config.units}")
+        write_json(run_dir / "config.json", config.to_dict())
+        log(f"run: {run_dir}")
+    else:
+        run_dir = resume_dir
 
     model = build_model(config)
     model.summary(print_fn=log)
@@ -168,37 +199,69 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
     val_dataset = make_dataset(splits.x_val, splits.y_val, config.batch_size)
     test_dataset = make_dataset(splits.x_test, splits.y_test, config.batch_size)
 
+    checkpointer = Checkpointer(run_dir, model, optimizer, train_metrics.variables)
+    step = 0
+    if resume_dir is not None:
+        step = checkpointer.restore_latest()  # weights, Adam's state, step counter, metrics
+        removed = discard_events_after(run_dir, step)
+        log(f"resumed: {run_dir} at step {step} (epoch {step // steps_per_epoch + 1}); "
+            f"removed {removed} TensorBoard events written after that checkpoint")
+    resume_command = f"lstm-mnist train --resume {run_dir}"
+
     writer = TensorBoardWriter(run_dir)
     show_progress_bar = sys.stdout.isatty()
-    validation = {"loss": float("nan"), "accuracy": float("nan")}
-    try:
-        for epoch in range(1, config.epochs + 1):
+    with StopRequests() as stop, writer:
+        # Where to start: the epoch holding `step`, after its first `step % steps_per_epoch` batches.
+        first_epoch, batches_done = step // steps_per_epoch + 1, step % steps_per_epoch
+        for epoch in range(first_epoch, config.epochs + 1):
             epoch_started = time.time()
-            train_metrics.reset()
+            skip = batches_done if epoch == first_epoch else 0
+            if skip == 0:
+                train_metrics.reset()  # a resumed epoch keeps the means restored from the checkpoint
             progress = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["loss", "accuracy"]) \
                 if show_progress_bar else None
-            dataset = make_dataset(splits.x_train, splits.y_train, config.batch_size, shuffle_seed=(config.seed, epoch))
-            for batch, (x, y) in enumerate(dataset, start=1):
+            # The same (seed, epoch) gives the same order as the interrupted run; skip what it already did.
+            dataset = make_dataset(splits.x_train, splits.y_train, config.batch_size,
+                                   shuffle_seed=(config.seed, epoch)).skip(skip)
+            for batch, (x, y) in enumerate(dataset, start=skip + 1):
                 loss, accuracy, gradient_norm = train_step(x, y)
                 step = int(optimizer.iterations)  # steps taken so far, over all epochs
+                if not (math.isfinite(float(loss)) and math.isfinite(float(gradient_norm))):
+                    # The weights may now hold inf/NaN; the checkpoints on disk do not.
+                    what = "loss" if not math.isfinite(float(loss)) else "gradient norm"
+                    value = float(loss) if what == "loss" else float(gradient_norm)
+                    raise TrainingStopped(
+                        f"the {what} became {value} at step {step} (epoch {epoch}); training stopped and "
+                        f"the last checkpoint (step {checkpointer.latest_step}) is kept in {run_dir}; "
+                        "try a lower --learning-rate or --clip-norm 1", exit_code=1)
                 if step % config.log_every_steps == 0:
                     writer.step(step, float(loss), float(accuracy), float(optimizer.learning_rate),
                                 float(gradient_norm))
                 if progress is not None:
                     progress.update(batch, values=list(train_metrics.result().items()))
+                if batch == steps_per_epoch:
+                    break  # the end-of-epoch checkpoint below covers this step
+                if stop.requested:
+                    checkpointer.save(step)
+                    raise stopped_by_signal(stop, step, epoch, resume_command)
+                if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+                    checkpointer.save(step)
+
             train = train_metrics.result()
             validation = evaluate(eval_step, eval_metrics, val_dataset)
             writer.epoch(step, train, validation)
             writer.weights(step, model)
+            writer.flush()  # events up to this step are on disk before the checkpoint says so
+            checkpointer.save(step)
             log(f"epoch {epoch}/{config.epochs}  "
                 f"train_loss {train['loss']:.4f}  train_accuracy {train['accuracy']:.4f}  "
                 f"val_loss {validation['loss']:.4f}  val_accuracy {validation['accuracy']:.4f}  "
                 f"lr {float(optimizer.learning_rate):.2e}  {time.time() - epoch_started:.1f}s")
+            if stop.requested:
+                raise stopped_by_signal(stop, step, epoch, resume_command)
 
         test = evaluate(eval_step, eval_metrics, test_dataset)
         writer.final(step, test)
-    finally:
-        writer.close()
 
     model.save(run_dir / "model.keras")
     metrics = {
@@ -220,3 +283,9 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
     log(f"saved: {run_dir / 'model.keras'}, {run_dir / 'metrics.json'}")
     log(f"view the curves: tensorboard --logdir {config.log_dir}")
     return TrainResult(model, run_dir, metrics)
+
+
+def stopped_by_signal(stop: StopRequests, step: int, epoch: int, resume_command: str) -> TrainingStopped:
+    name = SIGNAL_NAMES[stop.signal_number].split()[0]
+    return TrainingStopped(f"stopped by {name} at step {step} (epoch {epoch}); checkpoint saved. "
+                           f"Resume with: {resume_command}", exit_code=128 + stop.signal_number)

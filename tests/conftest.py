@@ -1,6 +1,8 @@
 """Shared fixtures: MNIST is decoded once per test session, into a private cache."""
 
 import os
+import subprocess
+import sys
 
 # Quiet TensorFlow's C++ logging before any test imports it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -11,9 +13,33 @@ from lstm_mnist.data import load_mnist, offline_pickle_path, read_offline_pickle
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    """A decoded-MNIST cache private to this test session (never the user's ~/.cache)."""
-    return tmp_path_factory.mktemp("mnist-cache")
+def xdg_cache_home(tmp_path_factory):
+    """XDG_CACHE_HOME for everything the tests run: never the user's ~/.cache."""
+    return tmp_path_factory.mktemp("xdg-cache")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(xdg_cache_home):
+    """The decoded-MNIST cache, where the CLI puts it under XDG_CACHE_HOME."""
+    return xdg_cache_home / "lstm_mnist"
+
+
+@pytest.fixture
+def cli_env(tmp_path, xdg_cache_home):
+    """Environment for a CLI subprocess: private caches, unbuffered output."""
+    return {**os.environ, "KERAS_HOME": str(tmp_path / "keras-home"), "XDG_CACHE_HOME": str(xdg_cache_home),
+            "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+@pytest.fixture
+def run_cli(tmp_path, cli_env):
+    """Run `python -m lstm_mnist ARGS` in tmp_path and return the CompletedProcess."""
+
+    def run(*args, cwd=None):
+        return subprocess.run([sys.executable, "-m", "lstm_mnist", *map(str, args)], cwd=cwd or tmp_path,
+                              env=cli_env, capture_output=True, text=True, timeout=300)
+
+    return run
 
 
 @pytest.fixture(scope="session")

