@@ -148,6 +148,8 @@ def check_arrays(x_train, y_train, x_test, y_test, where: str) -> tuple[np.ndarr
 
 def read_npz(path: Path) -> tuple[np.ndarray, ...]:
     """Read x_train, y_train, x_test, y_test from a Keras-format `mnist.npz`."""
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty (0 bytes); copy mnist.npz again or pass another --data")
     try:
         # allow_pickle=False: an .npz can hold pickled objects, which could run code.
         with np.load(path, allow_pickle=False) as npz:

@@ -55,12 +55,17 @@ def test_bad_paths_exit_2_with_one_line(tmp_path, run_cli):
     not_mnist = tmp_path / "notes.npz"
     not_mnist.write_text("these are my notes, not MNIST")
     (tmp_path / "empty-folder").mkdir()
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "runs" / "taken").mkdir(parents=True)
+    (tmp_path / "runs" / "taken" / "config.json").write_text("{}")
     blocker = tmp_path / "a-file"
     blocker.write_text("keep me")
     cases = [
         (["--data", str(tmp_path / "missing.npz")], "no such file or folder"),
         (["--data", str(not_mnist)], "cannot read it as an .npz file"),
         (["--data", str(tmp_path / "empty-folder")], "needs all four MNIST IDX files"),
+        (["--data", str(tmp_path / "empty.npz")], "the file is empty (0 bytes)"),
+        (["--log-dir", str(tmp_path / "runs"), "--name", "taken"], "taken already exists; choose another --name"),
         (["--log-dir", str(blocker / "logs")], "--log-dir"),
     ]
     for argv, message in cases:
@@ -70,6 +75,7 @@ def test_bad_paths_exit_2_with_one_line(tmp_path, run_cli):
         assert "Traceback" not in result.stderr
     assert not_mnist.read_text() == "these are my notes, not MNIST"
     assert blocker.read_text() == "keep me"
+    assert (tmp_path / "runs" / "taken" / "config.json").read_text() == "{}"
     assert not (tmp_path / "logs").exists()
 
 
