@@ -2,8 +2,9 @@
 
 A checkpoint holds the model's weights, the optimizer's state (Adam's two
 moment estimates per weight and its step counter, which is also the position
-in the learning-rate schedule) and the running training metrics of the epoch
-in progress. Nothing else is needed: the epoch and the batch within it follow
+in the learning-rate schedule), the state of every random-number generator
+inside the model (dropout's masks come from Keras "seed generators") and the
+running training metrics of the epoch in progress. Nothing else is needed: the epoch and the batch within it follow
 from the step counter, and each epoch's shuffling follows from (seed, epoch)
 (see data.make_dataset), so a resumed run replays exactly the batches the
 original run would have seen.
@@ -57,7 +58,12 @@ class Checkpointer:
         # them now so a restore has somewhere to put the saved values.
         optimizer.build(model.trainable_variables)
         self.optimizer = optimizer
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, train_metrics=metric_variables)
+        # A Keras seed generator's state is not a weight, and tf.train.Checkpoint
+        # does not find it through the model, so it is listed by hand; without it
+        # a resumed run would draw dropout masks from the start of the sequence again.
+        rng_states = [v for v in model.non_trainable_variables if "seed_generator_state" in v.path]
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, train_metrics=metric_variables,
+                                              rng_states=rng_states)
         # Two are kept, so a checkpoint that turns out unreadable still has a predecessor.
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.directory), max_to_keep=2)
 

@@ -15,6 +15,7 @@ straight through:
 | the disk fills up during a save       | one line, exit 1, the previous checkpoint intact, resumable elsewhere | test_disk_full_during_a_checkpoint |
 | the loss becomes NaN/inf              | one line naming the step, exit 1, checkpoints kept | test_nan_loss_stops_with_one_line |
 | --resume on a non-run / finished run / conflicting flags | one line, exit 2, nothing written | test_bad_resume_requests |
+| dropout (random masks) + SIGKILL      | the seed generators' state is in the checkpoint; identical result | test_dropout_masks_continue_after_a_resume |
 | same seed twice                       | identical weights and metrics                   | test_signal_then_resume_... (reference vs resumed) |
 """
 
@@ -242,3 +243,19 @@ def test_bad_resume_requests(tmp_path, run_cli, reference_run):
         assert result.returncode == 2, (argv, result.stderr)
         assert result.stderr.count("\n") == 1 and message in result.stderr, (argv, result.stderr)
     assert sorted(p.name for p in reference_run.iterdir()) == listing_before
+
+
+def test_dropout_masks_continue_after_a_resume(tmp_path, cli_env):
+    """Dropout draws its masks from Keras seed generators; their state is checkpointed too."""
+    dropout = ("--layers", "2", "--dropout", "0.3", "--epochs", "2")
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    code, _, err = finish(start(straight, cli_env, *dropout))
+    assert code == 0, err
+    process = start(killed, cli_env, *dropout)
+    wait_for_line(process, "epoch 1/2")
+    process.kill()
+    process.communicate()
+    resumed = resume(killed, cli_env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "at step 64 (epoch 2)" in resumed.stdout
+    assert_same_weights(killed, straight)
