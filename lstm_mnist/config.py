@@ -26,7 +26,9 @@ NUM_CLASSES = 10  # the digits 0..9
 MNIST_TRAIN_SIZE = 60_000
 MNIST_TEST_SIZE = 10_000
 
-CELL_TYPES = ("lstm", "gru", "simple_rnn")
+# "scratch" is the LSTM written out from its equations in lstm_cell.py: the
+# same model as "lstm", computed by our own code instead of Keras's.
+CELL_TYPES = ("lstm", "gru", "simple_rnn", "scratch")
 LR_SCHEDULES = ("cosine", "constant")
 
 
@@ -72,6 +74,14 @@ class Config:
     )
     dropout: float = setting(
         0.0, "dropout rate on the inputs of every layer after the first (0 = off)"
+    )
+    peepholes: bool = setting(
+        False, "scratch cell only: let the gates look at the cell state (peephole connections)"
+    )
+    recurrent_projection: int = setting(
+        0,
+        "scratch cell only: project the hidden state fed back to the gates down to N numbers "
+        "(LSTMP; 0 = none)",
     )
     input_projection: int = setting(
         0,
@@ -121,13 +131,19 @@ class Config:
             value = getattr(self, name)
             if value <= 0:
                 raise ValueError(f"--{flag(name)} must be a positive integer, got {value}")
-        non_negative = ("train_examples", "test_examples", "input_projection", "checkpoint_every_steps")
+        non_negative = ("train_examples", "test_examples", "input_projection", "recurrent_projection",
+                        "checkpoint_every_steps")
         for name in non_negative:
             value = getattr(self, name)
             if value < 0:
                 raise ValueError(f"--{flag(name)} must be 0 or more, got {value}")
         if self.cell not in CELL_TYPES:
             raise ValueError(f"--cell must be one of {', '.join(CELL_TYPES)}, got {self.cell!r}")
+        if self.cell != "scratch":
+            # Keras's own cells have no such options; refusing is clearer than ignoring.
+            for name in ("peepholes", "recurrent_projection"):
+                if getattr(self, name):
+                    raise ValueError(f"--{flag(name)} needs --cell scratch (the hand-written LSTM)")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(
                 f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"

@@ -6,6 +6,8 @@
         -> the last layer's final hidden state h_T                    (B, H)
         -> Dense(10): logits, one unnormalised score per digit        (B, 10)
 
+(With `--recurrent-projection R` the scratch LSTM's h_t has R numbers, not H.)
+
 The model returns logits, never probabilities: the loss applies the softmax
 itself (`from_logits=True`), which is numerically safer, and anyone who wants
 probabilities calls `keras.ops.softmax` on the output.
@@ -19,16 +21,21 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from lstm_mnist.config import FEATURES, NUM_CLASSES, TIMESTEPS, Config
+from lstm_mnist.config import CELL_TYPES, FEATURES, NUM_CLASSES, TIMESTEPS, Config
+from lstm_mnist.lstm_cell import scratch_lstm
 
 
-def recurrent_layer(cell: str, units: int, return_sequences: bool, name: str) -> keras.layers.Layer:
+def recurrent_layer(cell: str, units: int, return_sequences: bool, name: str,
+                    peepholes: bool = False, recurrent_projection: int = 0) -> keras.layers.Layer:
     """One recurrent layer of the chosen type, with the classic settings.
 
     lstm: `unit_forget_bias=True` starts the forget gate's bias at 1, so the
     cell state is kept rather than erased early in training (the classic
     `BasicLSTMCell(forget_bias=1.0)`; Jozefowicz et al., 2015).
     gru: `reset_after=True` is the cuDNN-compatible formulation.
+    scratch: the same LSTM written out from its equations (lstm_cell.py),
+    also with forget-gate bias 1; the only cell that takes `peepholes` and
+    `recurrent_projection`.
     """
     if cell == "lstm":
         return layers.LSTM(units, unit_forget_bias=True, return_sequences=return_sequences, name=name)
@@ -36,7 +43,10 @@ def recurrent_layer(cell: str, units: int, return_sequences: bool, name: str) ->
         return layers.GRU(units, reset_after=True, return_sequences=return_sequences, name=name)
     if cell == "simple_rnn":
         return layers.SimpleRNN(units, return_sequences=return_sequences, name=name)
-    raise ValueError(f"unknown cell type {cell!r}; expected lstm, gru or simple_rnn")
+    if cell == "scratch":
+        return scratch_lstm(units, return_sequences=return_sequences, peepholes=peepholes,
+                            projection=recurrent_projection, name=name)
+    raise ValueError(f"unknown cell type {cell!r}; expected one of {', '.join(CELL_TYPES)}")
 
 
 def build_model(config: Config) -> keras.Model:
@@ -53,7 +63,8 @@ def build_model(config: Config) -> keras.Model:
             x = layers.Dropout(config.dropout, name=f"dropout_{index}")(x)
         # Lower layers hand their whole output sequence up, (B, T, H); the
         # last returns only its final hidden state, (B, H).
-        rnn = recurrent_layer(config.cell, config.units, return_sequences=not is_last, name=f"{config.cell}_{index}")
+        rnn = recurrent_layer(config.cell, config.units, return_sequences=not is_last, name=f"{config.cell}_{index}",
+                              peepholes=config.peepholes, recurrent_projection=config.recurrent_projection)
         if config.bidirectional:
             # A second copy reads the rows bottom to top; outputs are
             # concatenated, so H doubles: (B, 2H) or (B, T, 2H).

@@ -17,7 +17,7 @@ def test_every_config_field_is_a_flag_with_its_default_in_help():
     help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
     for field in dataclasses.fields(Config):
         assert f"--{flag(field.name)}" in help_text, field.name
-    assert "(default: 128)" in help_text and "{lstm,gru,simple_rnn}" in help_text
+    assert "(default: 128)" in help_text and "{lstm,gru,simple_rnn,scratch}" in help_text
 
 
 def test_flags_build_the_config():

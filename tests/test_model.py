@@ -7,7 +7,7 @@ from lstm_mnist.config import FEATURES, NUM_CLASSES, TIMESTEPS, Config
 from lstm_mnist.model import build_model
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "simple_rnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "simple_rnn", "scratch"])
 def test_every_cell_maps_two_images_to_two_rows_of_logits(cell):
     model = build_model(Config(cell=cell, units=16))
     x = np.random.default_rng(0).random((2, TIMESTEPS, FEATURES), dtype=np.float32)

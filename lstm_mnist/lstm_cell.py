@@ -1,0 +1,248 @@
+"""The LSTM cell written out from its equations, and a Keras layer built on it.
+
+At every timestep t (one image row) the cell reads the row x_t and its own
+previous state (h_{t-1}, c_{t-1}), and computes:
+
+    z_t = x_t W + h_{t-1} U + b                  (1)  all four gates in one product, (B, 4H)
+    split z_t into z_i, z_f, z_g, z_o            the order Keras uses: i, f, c(=g), o
+    i_t = sigmoid(z_i + p_i * c_{t-1})           (2)  input gate: how much of g_t to write
+    f_t = sigmoid(z_f + p_f * c_{t-1})           (3)  forget gate: how much of c_{t-1} to keep
+    g_t = tanh(z_g)                              (4)  candidate values to write
+    c_t = f_t * c_{t-1} + i_t * g_t              (5)  the cell state: a gated running sum
+    o_t = sigmoid(z_o + p_o * c_t)               (6)  output gate: how much of the cell to show
+    m_t = o_t * tanh(c_t)                        (7)  the cell's output
+    h_t = m_t P        (LSTMP; without it h_t = m_t)  (8)  the hidden state, fed back at t+1
+
+`*` is the elementwise product, h_0 = c_0 = 0, and the shapes are
+
+    B batch, F features (pixels per row), H units, R = width of h_t
+    x_t (B, F)   W: kernel (F, 4H)   U: recurrent_kernel (R, 4H)   b: bias (4H,)
+    c_t, i_t, f_t, g_t, o_t, m_t (B, H)   h_t (B, R)   p_i, p_f, p_o (H,)   P (H, R)
+
+R = H unless the projection P is used.
+
+**One product for four gates.** Equation (1) is [x_t, h_{t-1}] @ [W; U] + b:
+the four gates' weights sit side by side in W and U, so one (B, F) @ (F, 4H)
+product and one (B, R) @ (R, 4H) product give every gate's pre-activation at
+once, instead of eight small products. It is written as two products so that
+W and U keep exactly Keras's layout (`kernel`, `recurrent_kernel`), and a
+trained `keras.layers.LSTM`'s weights can be copied in unchanged.
+
+**Gate order.** The 4H columns are [input | forget | candidate | output],
+Keras's (i, f, c, o). TF1's `LSTMCell` used (i, j, f, o) instead, which is
+why weights cannot be copied between the two without reordering.
+
+**Forget-gate bias 1.** The bias starts at 0 except the forget gate's block,
+which starts at 1 (`unit_forget_bias=True` in Keras, `forget_bias=1.0` in
+TF1): with f_t near sigmoid(1) = 0.73 the cell state is kept, and its
+gradient flows, from the first training step (Jozefowicz et al., 2015).
+
+**Options.**
+Peepholes (Gers & Schmidhuber, 2000): the gates also look at the cell
+state, through one weight per unit (p_i, p_f, p_o, elementwise). The input
+and forget gates see c_{t-1}; the output gate sees the new c_t. They start
+at 0, so a peephole cell starts as exactly the plain LSTM and learns how
+much to peek. Without peepholes the p terms are absent.
+Projection (LSTMP; Sak et al., 2014): h_t = m_t P shrinks the state that is
+fed back from H to R numbers, so U has R rows instead of H. The recurrent
+weights shrink from 4H*H to 4H*R + H*R, which is why large speech models
+used it.
+Dropout: `--dropout` drops the inputs of every stacked layer after the
+first and of the classifier head, i.e. only the non-recurrent connections
+(Zaremba et al., 2014), so the cell-state path from row to row is never
+disturbed. Those are ordinary `keras.layers.Dropout` layers between the
+recurrent layers, so they work with this cell unchanged and it needs no
+dropout of its own.
+
+What this module offers:
+
+    lstm_step(x_t, h_prev, c_prev, kernel, recurrent_kernel, bias, peepholes=None, projection=None)
+        -> (h_t, c_t, Gates)      one timestep, equations (1)-(8), in keras.ops
+    lstm_forward(x, kernel, recurrent_kernel, bias, peepholes=None, projection=None)
+        -> (h_seq, c_seq, gates)  a whole sequence, as NumPy arrays (stable API)
+    ScratchLSTMCell(units, peepholes=False, projection=0)
+        a Keras cell whose `call` is lstm_step
+    scratch_lstm(units, ...) -> keras.layers.RNN    the layer `--cell scratch` uses
+
+`lstm_forward` is the function to use for looking inside a (trained) LSTM:
+give it a batch of rows and the weights of a `keras.layers.LSTM`
+(`layer.cell.kernel`, `layer.cell.recurrent_kernel`, `layer.cell.bias`) and
+it returns every timestep's hidden state, cell state and gate activations.
+
+`tests/test_lstm_cell.py` copies a `keras.layers.LSTM`'s weights into this
+cell and checks that both give the same outputs at every timestep and the
+same gradients; `bptt.py` differentiates these equations by hand.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import keras
+import numpy as np
+from keras import ops
+
+
+class Gates(NamedTuple):
+    """The four gate activations, in Keras's order (i, f, c, o).
+
+    In `lstm_step` each is (B, H); in `lstm_forward` each is (B, T, H).
+    `candidate` is g_t = tanh(z_g), in (-1, 1); the other three are in (0, 1).
+    """
+
+    input: np.ndarray
+    forget: np.ndarray
+    candidate: np.ndarray
+    output: np.ndarray
+
+
+class Peepholes(NamedTuple):
+    """Peephole weights p_i, p_f, p_o, each (H,): one weight per unit, applied elementwise."""
+
+    input: np.ndarray
+    forget: np.ndarray
+    output: np.ndarray
+
+
+def lstm_step(x_t, h_prev, c_prev, kernel, recurrent_kernel, bias,
+              peepholes: Peepholes | None = None, projection=None):
+    """One timestep of the LSTM: equations (1)-(8) of the module docstring.
+
+    x_t (B, F), h_prev (B, R), c_prev (B, H); kernel (F, 4H),
+    recurrent_kernel (R, 4H), bias (4H,); peepholes: three (H,) or None;
+    projection (H, R) or None. Returns h_t (B, R), c_t (B, H) and the
+    Gates, each (B, H). Written in keras.ops, so it runs on NumPy arrays
+    and inside a compiled Keras layer alike.
+    """
+    # The fused product: (B, F) @ (F, 4H) + (B, R) @ (R, 4H) + (4H,) -> (B, 4H), all four gates at once.
+    z = ops.matmul(x_t, kernel) + ops.matmul(h_prev, recurrent_kernel) + bias  # eq. (1)
+    z_input, z_forget, z_candidate, z_output = ops.split(z, 4, axis=-1)  # eq. (1) (B, 4H) -> 4 x (B, H): i, f, c, o
+    if peepholes is not None:
+        # The input and forget gates peek at the state they are about to change.
+        z_input = z_input + peepholes.input * c_prev  # eq. (2) peephole: (B, H) + (H,) * (B, H)
+        z_forget = z_forget + peepholes.forget * c_prev  # eq. (3) peephole
+    input_gate = ops.sigmoid(z_input)  # eq. (2)
+    forget_gate = ops.sigmoid(z_forget)  # eq. (3)
+    candidate = ops.tanh(z_candidate)  # eq. (4)
+    c_t = forget_gate * c_prev + input_gate * candidate  # eq. (5)  (B, H)
+    if peepholes is not None:
+        # The output gate peeks at the new cell state, which is what it lets out.
+        z_output = z_output + peepholes.output * c_t  # eq. (6) peephole
+    output_gate = ops.sigmoid(z_output)  # eq. (6)
+    m_t = output_gate * ops.tanh(c_t)  # eq. (7)  (B, H)
+    h_t = m_t if projection is None else ops.matmul(m_t, projection)  # eq. (8)  (B, H) @ (H, R) -> (B, R)
+    return h_t, c_t, Gates(input_gate, forget_gate, candidate, output_gate)
+
+
+def lstm_forward(x, kernel, recurrent_kernel, bias, peepholes: Peepholes | None = None, projection=None):
+    """Run the cell over a whole sequence, from h_0 = c_0 = 0, and keep every step.
+
+    x: float [B, T, F], e.g. a batch of digits as rows. The weights are laid out
+    as in `keras.layers.LSTM` (the cell's kernel, recurrent_kernel, bias):
+        kernel [F, 4H], recurrent_kernel [R, 4H], bias [4H], gate order i, f, c, o
+        peepholes: Peepholes of three [H] arrays, or None
+        projection: [H, R], or None (then R = H)
+    Weights may be NumPy arrays or Keras/TF variables; everything is computed
+    in x's dtype (float32, or float64 for gradient checks).
+
+    Returns NumPy arrays of x's dtype:
+        h_seq [B, T, R]   the hidden state after each row: h_seq[:, t] = h_t
+        c_seq [B, T, H]   the cell state after each row
+        gates: Gates(input, forget, candidate, output), each [B, T, H]
+
+    h_seq[:, -1] is what the classifier head reads. This signature is
+    stable: other modules (the TensorBoard gate plots, bptt.py) rely on it.
+    """
+    x = np.asarray(x)
+    dtype = x.dtype
+    kernel, recurrent_kernel, bias = (np.asarray(w, dtype) for w in (kernel, recurrent_kernel, bias))
+    if peepholes is not None:
+        peepholes = Peepholes(*(np.asarray(p, dtype) for p in peepholes))
+    if projection is not None:
+        projection = np.asarray(projection, dtype)
+    batch, timesteps, _ = x.shape
+    units = bias.shape[0] // 4
+    h = np.zeros((batch, recurrent_kernel.shape[0]), dtype)  # h_0 (B, R)
+    c = np.zeros((batch, units), dtype)  # c_0 (B, H)
+    hs, cs, gates = [], [], []
+    for t in range(timesteps):
+        h, c, step_gates = lstm_step(x[:, t], h, c, kernel, recurrent_kernel, bias, peepholes, projection)
+        hs.append(h)
+        cs.append(c)
+        gates.append(step_gates)
+
+    def stack(tensors):  # T x (B, n) -> (B, T, n)
+        return np.stack([ops.convert_to_numpy(tensor) for tensor in tensors], axis=1)
+
+    return stack(hs), stack(cs), Gates(*(stack(gate) for gate in zip(*gates)))
+
+
+def forget_bias_one(shape, dtype=None):
+    """Bias initializer: 0 for the i, c and o blocks, 1 for the forget block."""
+    units = shape[0] // 4
+    return ops.concatenate([ops.zeros((units,), dtype), ops.ones((units,), dtype),
+                            ops.zeros((2 * units,), dtype)])
+
+
+@keras.saving.register_keras_serializable(package="lstm_mnist")
+class ScratchLSTMCell(keras.layers.Layer):
+    """One timestep of the LSTM as a Keras cell; `keras.layers.RNN` loops it over the rows.
+
+    Same weights, names, shapes, initializers and state order ([h, c]) as
+    `keras.layers.LSTMCell`, so the two are interchangeable and a trained
+    Keras LSTM's weights load straight into this cell. Peephole weights are
+    called peephole_input/forget/output (H,), the projection `projection` (H, R).
+    """
+
+    def __init__(self, units: int, peepholes: bool = False, projection: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if units <= 0 or projection < 0:
+            raise ValueError(f"units must be positive and projection 0 or more, got {units} and {projection}")
+        self.units = units
+        self.peepholes = peepholes
+        self.projection = projection
+        self.recurrent_units = projection or units  # R, the width of h_t
+        # keras.layers.RNN reads these: the states it carries and what each step outputs.
+        self.state_size = [self.recurrent_units, units]  # [h, c], Keras's order
+        self.output_size = self.recurrent_units
+
+    def build(self, input_shape):
+        features = input_shape[-1]
+        # Built in the same order, with the same initializers, as keras.layers.LSTMCell.
+        self.kernel = self.add_weight(shape=(features, 4 * self.units), initializer="glorot_uniform",
+                                      name="kernel")  # W (F, 4H)
+        self.recurrent_kernel = self.add_weight(shape=(self.recurrent_units, 4 * self.units),
+                                                initializer="orthogonal", name="recurrent_kernel")  # U (R, 4H)
+        self.bias = self.add_weight(shape=(4 * self.units,), initializer=forget_bias_one, name="bias")  # b (4H,)
+        self.peephole_weights = None
+        if self.peepholes:
+            # Zero at the start: the cell begins as the plain LSTM and learns to peek.
+            self.peephole_weights = Peepholes(*(
+                self.add_weight(shape=(self.units,), initializer="zeros", name=f"peephole_{gate}")
+                for gate in Peepholes._fields))
+        self.projection_weights = None
+        if self.projection:
+            self.projection_weights = self.add_weight(shape=(self.units, self.projection),
+                                                      initializer="glorot_uniform", name="projection")  # P (H, R)
+
+    def call(self, inputs, states, training=False):
+        h_prev, c_prev = states  # (B, R), (B, H)
+        h, c, _ = lstm_step(inputs, h_prev, c_prev, self.kernel, self.recurrent_kernel, self.bias,
+                            self.peephole_weights, self.projection_weights)
+        return h, [h, c]  # the output is h_t; the state carried to t+1 is (h_t, c_t)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "peepholes": self.peepholes,
+                "projection": self.projection}
+
+
+def scratch_lstm(units: int, return_sequences: bool = False, peepholes: bool = False, projection: int = 0,
+                 name: str | None = None) -> keras.layers.RNN:
+    """The hand-written LSTM as a layer: (B, T, F) -> (B, R), or (B, T, R) with return_sequences.
+
+    `keras.layers.RNN` runs the cell in a compiled loop over the timesteps
+    (a tf.while_loop inside the compiled training step), as keras.layers.LSTM
+    does on a CPU; it has no fused cuDNN kernel, so on a GPU it is slower.
+    """
+    cell = ScratchLSTMCell(units, peepholes=peepholes, projection=projection, name="scratch_lstm_cell")
+    return keras.layers.RNN(cell, return_sequences=return_sequences, name=name)
