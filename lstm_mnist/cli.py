@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     import_tensorflow_quietly()
     from lstm_mnist.checkpoint import CheckpointError
     from lstm_mnist.data import DataError
+    from lstm_mnist.summaries import SummaryWriteError
     from lstm_mnist.train import TrainingStopped, train_and_evaluate
 
     try:
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         fail(str(error), 2 if config.data else 1)
     except RunDirError as error:
         fail(str(error), 2)
-    except CheckpointError as error:
+    except (CheckpointError, SummaryWriteError) as error:
         fail(str(error), 1)
     except TrainingStopped as error:
         parser.exit(error.exit_code, f"lstm-mnist train: {error}\n")

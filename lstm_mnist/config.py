@@ -117,7 +117,24 @@ class Config:
         "", "name of the run folder under --log-dir (default: <timestamp>-<cell><units>); an existing one is refused"
     )
     log_every_steps: int = setting(
-        50, "write step-level scalars (loss, accuracy, learning rate) every N steps"
+        50,
+        "write step-level scalars (loss, accuracy, learning rate, gradient norm, "
+        "examples per second) every N steps",
+    )
+    tensorboard: bool = setting(
+        True,
+        "write TensorBoard summaries; --no-tensorboard writes none, "
+        "e.g. to measure what logging costs (scripts/benchmark_logging.py)",
+    )
+    summary_every_epochs: int = setting(
+        1,
+        "write the histograms and pictures (weights, gradients, gate activations, confusion matrix, "
+        "misclassified digits, row-by-row reading) every N epochs and after the last",
+    )
+    profile: bool = setting(
+        False,
+        "profile a few training steps into TensorBoard's PROFILE tab "
+        "(needs pip install tensorboard-plugin-profile)",
     )
 
     checkpoint_every_steps: int = setting(
@@ -126,7 +143,7 @@ class Config:
 
     def validate(self) -> None:
         """Raise ValueError, with a message naming the flag, for impossible values."""
-        positive = ("epochs", "batch_size", "units", "layers", "log_every_steps")
+        positive = ("epochs", "batch_size", "units", "layers", "log_every_steps", "summary_every_epochs")
         for name in positive:
             value = getattr(self, name)
             if value <= 0:

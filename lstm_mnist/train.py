@@ -22,16 +22,17 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from lstm_mnist.checkpoint import Checkpointer
 from lstm_mnist.config import FEATURES, TIMESTEPS, Config
+from lstm_mnist.dashboard import Dashboard, NoDashboard
 from lstm_mnist.data import default_cache_dir, load_mnist, make_dataset, split_mnist
 from lstm_mnist.interrupt import SIGNAL_NAMES, StopRequests
 from lstm_mnist.model import build_model
 from lstm_mnist.resume import discard_events_after
 from lstm_mnist.rundir import create_run_dir, write_json
-from lstm_mnist.summaries import TensorBoardWriter
 
 
 class TrainResult(NamedTuple):
@@ -95,7 +96,9 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, c
     """Return a compiled function that takes one gradient step on a batch.
 
     x: float32 [B, 28, 28]; y: int32 [B]. Returns the batch's mean loss,
-    its accuracy and the global gradient norm before clipping (scalars).
+    its accuracy and the global gradient norm before clipping (scalars), and
+    the gradients before clipping (one per trainable weight, for TensorBoard's
+    histograms; returning them costs nothing, they are computed anyway).
     """
 
     @tf.function(reduce_retracing=True)
@@ -106,33 +109,43 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, c
             loss = tf.reduce_mean(per_example)  # ()
         gradients = tape.gradient(loss, model.trainable_variables)  # one tensor per weight
         gradient_norm = tf.linalg.global_norm(gradients)  # sqrt of the sum of every squared entry
+        applied = gradients
         if clip_norm:
             # Rescale all gradients together if their joint norm exceeds
             # clip_norm: the direction is kept, only the step is shortened.
-            gradients, _ = tf.clip_by_global_norm(gradients, clip_norm, use_norm=gradient_norm)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            applied, _ = tf.clip_by_global_norm(gradients, clip_norm, use_norm=gradient_norm)
+        optimizer.apply_gradients(zip(applied, model.trainable_variables))
         metrics.update(y, logits)
         accuracy = tf.reduce_mean(tf.cast(tf.argmax(logits, axis=-1, output_type=tf.int32) == y, tf.float32))
-        return loss, accuracy, gradient_norm
+        return loss, accuracy, gradient_norm, gradients
 
     return train_step
 
 
 def make_eval_step(model: keras.Model, metrics: LossAndAccuracy):
-    """Return a compiled function that adds one batch to `metrics` (no training)."""
+    """Return a compiled function that adds one batch to `metrics` (no training) and returns its logits."""
 
     @tf.function(reduce_retracing=True)
     def eval_step(x, y):
-        metrics.update(y, model(x, training=False))  # (B, T, F) -> (B, 10)
+        logits = model(x, training=False)  # (B, T, F) -> (B, 10)
+        metrics.update(y, logits)
+        return logits
 
     return eval_step
 
 
-def evaluate(eval_step, metrics: LossAndAccuracy, dataset) -> dict:
-    """Loss and accuracy over every example of `dataset`."""
+def evaluate(eval_step, metrics: LossAndAccuracy, dataset, predictions: list | None = None) -> dict:
+    """Loss and accuracy over every example of `dataset`.
+
+    predictions: if a list is given, the predicted digit of every example is
+    appended to it in order (int [B] arrays, one per batch), for the
+    confusion matrix, at no extra pass over the data.
+    """
     metrics.reset()
     for x, y in dataset:
-        eval_step(x, y)
+        logits = eval_step(x, y)  # (B, 10)
+        if predictions is not None:
+            predictions.append(np.argmax(logits, axis=-1))  # (B, 10) -> (B,)
     return metrics.result()
 
 
@@ -189,7 +202,9 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
         run_dir = resume_dir
 
     model = build_model(config)
-    model.summary(print_fn=log)
+    summary_lines = []
+    model.summary(print_fn=lambda line, **_: summary_lines.append(line))
+    log("\n".join(summary_lines))
 
     steps_per_epoch = math.ceil(len(splits.x_train) / config.batch_size)
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config, steps_per_epoch))
@@ -208,9 +223,13 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
             f"removed {removed} TensorBoard events written after that checkpoint")
     resume_command = f"lstm-mnist train --resume {run_dir}"
 
-    writer = TensorBoardWriter(run_dir)
+    dashboard = Dashboard(run_dir, config, model, splits.x_val, splits.y_val, log) if config.tensorboard \
+        else NoDashboard()
+    if resume_dir is None:
+        dashboard.start_of_run("\n".join(summary_lines))  # written once, at step 0; a resume keeps them
     show_progress_bar = sys.stdout.isatty()
-    with StopRequests() as stop, writer:
+    gradients = None  # the latest batch's gradients, for the epoch's histograms
+    with StopRequests() as stop, dashboard:
         # Where to start: the epoch holding `step`, after its first `step % steps_per_epoch` batches.
         first_epoch, batches_done = step // steps_per_epoch + 1, step % steps_per_epoch
         for epoch in range(first_epoch, config.epochs + 1):
@@ -223,8 +242,10 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
             # The same (seed, epoch) gives the same order as the interrupted run; skip what it already did.
             dataset = make_dataset(splits.x_train, splits.y_train, config.batch_size,
                                    shuffle_seed=(config.seed, epoch)).skip(skip)
+            dashboard.start_epoch()
             for batch, (x, y) in enumerate(dataset, start=skip + 1):
-                loss, accuracy, gradient_norm = train_step(x, y)
+                dashboard.before_step(step)
+                loss, accuracy, gradient_norm, gradients = train_step(x, y)
                 step = int(optimizer.iterations)  # steps taken so far, over all epochs
                 if not (math.isfinite(float(loss)) and math.isfinite(float(gradient_norm))):
                     # The weights may now hold inf/NaN; the checkpoints on disk do not.
@@ -234,9 +255,9 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
                         f"the {what} became {value} at step {step} (epoch {epoch}); training stopped and "
                         f"the last checkpoint (step {checkpointer.latest_step}) is kept in {run_dir}; "
                         "try a lower --learning-rate or --clip-norm 1", exit_code=1)
-                if step % config.log_every_steps == 0:
-                    writer.step(step, float(loss), float(accuracy), float(optimizer.learning_rate),
-                                float(gradient_norm))
+                # The learning rate is passed as a function: the schedule is evaluated only on the steps it is logged.
+                dashboard.after_step(step, len(y), float(loss), float(accuracy),
+                                     lambda: float(optimizer.learning_rate), float(gradient_norm))
                 if progress is not None:
                     progress.update(batch, values=list(train_metrics.result().items()))
                 if batch == steps_per_epoch:
@@ -248,10 +269,12 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
                     checkpointer.save(step)
 
             train = train_metrics.result()
-            validation = evaluate(eval_step, eval_metrics, val_dataset)
-            writer.epoch(step, train, validation)
-            writer.weights(step, model)
-            writer.flush()  # events up to this step are on disk before the checkpoint says so
+            val_predictions = []
+            validation = evaluate(eval_step, eval_metrics, val_dataset, val_predictions)
+            dashboard.end_of_epoch(epoch, step, train, validation,
+                                   np.concatenate(val_predictions) if val_predictions else np.zeros(0, np.int64),
+                                   gradients)
+            dashboard.flush()  # events up to this step are on disk before the checkpoint says so
             checkpointer.save(step)
             log(f"epoch {epoch}/{config.epochs}  "
                 f"train_loss {train['loss']:.4f}  train_accuracy {train['accuracy']:.4f}  "
@@ -261,7 +284,7 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
                 raise stopped_by_signal(stop, step, epoch, resume_command)
 
         test = evaluate(eval_step, eval_metrics, test_dataset)
-        writer.final(step, test)
+        dashboard.end_of_run(step, test)
 
     model.save(run_dir / "model.keras")
     metrics = {
@@ -275,6 +298,7 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
         "epochs": config.epochs,
         "steps": step,
         "seconds": round(time.time() - started, 1),
+        "tensorboard_seconds": round(dashboard.seconds_writing, 1),  # of those, spent writing summaries
     }
     write_json(run_dir / "metrics.json", metrics)
     which = f"the first {len(splits.x_test):,}" if config.test_examples else f"all {len(splits.x_test):,}"

@@ -1,0 +1,77 @@
+"""Reading a digit row by row: what the network would answer after each row.
+
+The classifier only looks at the last hidden state, h_27, after all 28 rows.
+But the recurrent layer computes a hidden state after every row, and the
+output layer can be applied to each of them:
+
+    rows x_0 .. x_27 -> recurrent layer (return every step) -> h_0 .. h_27   (B, T, H)
+                     -> the same Dense head on each h_t        -> logits     (B, T, 10)
+                     -> softmax                                -> P(digit | rows 0..t)
+
+Row t of the result is the network's guess had the image ended there. The
+last row is exactly the trained model's answer; the rows before it show where
+the network makes up its mind (a 7 is often settled once its diagonal starts,
+a 4 and a 9 stay confused until the top closes or not).
+
+Nothing is retrained or copied: the last recurrent layer's cell (its weights)
+is wrapped in a second `keras.layers.RNN` that returns every step, and the
+model's own Dense head is reused.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+
+def last_recurrent_layer(model: keras.Model) -> keras.layers.Layer:
+    """The recurrent layer whose final state feeds the output layer."""
+    recurrent = [layer for layer in model.layers
+                 if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))]
+    if not recurrent:
+        raise ValueError(f"model {model.name!r} has no recurrent layer")
+    return recurrent[-1]
+
+
+def can_read_row_by_row(model: keras.Model) -> bool:
+    """False for a bidirectional model: its backward half only starts from the bottom row,
+    so "the answer after row t" does not exist for it."""
+    return not isinstance(last_recurrent_layer(model), keras.layers.Bidirectional)
+
+
+def probabilities_after_each_row(model: keras.Model, pixel_rows) -> np.ndarray:
+    """Class probabilities after each row: float32 [B, T, F] -> float32 [B, T, 10].
+
+    result[b, t, d] is the probability of digit d for image b having read rows
+    0..t. result[:, -1] equals softmax(model(pixel_rows)).
+    """
+    last = last_recurrent_layer(model)
+    if isinstance(last, keras.layers.Bidirectional):
+        raise ValueError("a bidirectional model cannot be read row by row: its backward half "
+                         "reads the rows bottom to top")
+    if last.input is model.inputs[0]:
+        sequence_in = keras.ops.convert_to_tensor(pixel_rows, dtype="float32")  # (B, T, F)
+    else:
+        # Everything under the last recurrent layer (input projection, lower
+        # layers), as a model that shares their weights.
+        below = keras.Model(model.inputs[0], last.input)
+        sequence_in = below(pixel_rows, training=False)  # (B, T, D)
+    # The same cell object, hence the same weights, stepped over every row.
+    every_step = keras.layers.RNN(last.cell, return_sequences=True, go_backwards=last.go_backwards)
+    hidden = every_step(sequence_in)  # (B, T, H)
+    # The model's own output layer; Dense acts on the last axis, so on each step.
+    logits = model.get_layer("logits")(hidden)  # (B, T, H) -> (B, T, 10)
+    return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
+
+
+def settled_row(probabilities: np.ndarray) -> int:
+    """The first row from which the most probable digit no longer changes.
+
+    probabilities: float [T, 10] for one image (a slice of
+    `probabilities_after_each_row`). Returns t in 0..T-1 such that the argmax
+    after every row t, t+1, ..., T-1 equals the final answer; T-1 means the
+    network changed its mind at the very last row.
+    """
+    answers = np.argmax(probabilities, axis=-1)  # (T, 10) -> (T,)
+    changed = np.flatnonzero(answers != answers[-1])  # rows whose answer differs from the final one
+    return int(changed[-1]) + 1 if len(changed) else 0
