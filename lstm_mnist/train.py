@@ -219,7 +219,9 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
     if resume_dir is not None:
         step = checkpointer.restore_latest()  # weights, Adam's state, step counter, metrics
         removed = discard_events_after(run_dir, step)
-        log(f"resumed: {run_dir} at step {step} (epoch {step // steps_per_epoch + 1}); "
+        where = f"epoch {step // steps_per_epoch + 1}" if step < config.epochs * steps_per_epoch \
+            else f"all {config.epochs} epochs done"
+        log(f"resumed: {run_dir} at step {step} ({where}); "
             f"removed {removed} TensorBoard events written after that checkpoint")
     resume_command = f"lstm-mnist train --resume {run_dir}"
 
@@ -229,6 +231,7 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
         dashboard.start_of_run("\n".join(summary_lines))  # written once, at step 0; a resume keeps them
     show_progress_bar = sys.stdout.isatty()
     gradients = None  # the latest batch's gradients, for the epoch's histograms
+    validation = None  # stays None only when a resumed run had finished its last epoch already
     with StopRequests() as stop, dashboard:
         # Where to start: the epoch holding `step`, after its first `step % steps_per_epoch` batches.
         first_epoch, batches_done = step // steps_per_epoch + 1, step % steps_per_epoch
@@ -283,6 +286,10 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
             if stop.requested:
                 raise stopped_by_signal(stop, step, epoch, resume_command)
 
+        if validation is None:
+            # Killed after the last epoch's checkpoint but before the files below:
+            # the checkpoint holds the last epoch's train metrics; recompute validation.
+            train, validation = train_metrics.result(), evaluate(eval_step, eval_metrics, val_dataset)
         test = evaluate(eval_step, eval_metrics, test_dataset)
         dashboard.end_of_run(step, test)
 
@@ -305,7 +312,7 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
     log(f"test accuracy {test['accuracy']:.2%} on {which} test images "
         f"(test loss {test['loss']:.4f}), {metrics['seconds']:.0f}s in all")
     log(f"saved: {run_dir / 'model.keras'}, {run_dir / 'metrics.json'}")
-    log(f"view the curves: tensorboard --logdir {config.log_dir}")
+    log(f"view the curves: tensorboard --logdir {run_dir.parent}")
     return TrainResult(model, run_dir, metrics)
 
 

@@ -1,7 +1,6 @@
 #!/usr/bin/env python
 """Draw how strongly each of the 28 input rows reaches the loss, for a SimpleRNN and an LSTM.
 
-    pip install -e ".[plots]"
     python scripts/gradient_flow.py            # about a minute on 2 CPU cores
 
 For each cell type the script builds the package's classifier
@@ -56,11 +55,8 @@ def mean_forget_gate(model, x) -> float:
 
 def main(argv=None) -> int:
     arguments = parse_arguments(argv)
-    try:
-        import matplotlib
-    except ImportError:
-        print("scripts/gradient_flow.py needs matplotlib: pip install -e \".[plots]\"", file=sys.stderr)
-        return 1
+    import matplotlib  # a core dependency (the IMAGES tab draws with it too)
+
     matplotlib.use("Agg")  # write files only; no window
     import keras
     from matplotlib import pyplot as plt

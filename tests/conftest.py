@@ -62,6 +62,22 @@ def mnist(cache_dir, offline_arrays):
         mp.undo()
 
 
+@pytest.fixture(scope="session")
+def train_offline(cache_dir):
+    """Run train_and_evaluate(config) silently on the offline MNIST (Keras cache and download out of reach)."""
+    from lstm_mnist.train import train_and_evaluate
+
+    def train(config):
+        mp = pytest.MonkeyPatch()
+        mp.setenv("KERAS_HOME", str(cache_dir / "no-keras-home"))
+        try:
+            return train_and_evaluate(config, log=lambda line: None, cache_dir=cache_dir)
+        finally:
+            mp.undo()
+
+    return train
+
+
 @pytest.fixture
 def isolated_env(tmp_path, monkeypatch, cache_dir):
     """Environment for code that reads KERAS_HOME / XDG_CACHE_HOME: both point into tmp."""

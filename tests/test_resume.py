@@ -15,6 +15,7 @@ straight through:
 | the disk fills up during a save       | one line, exit 1, the previous checkpoint intact, resumable elsewhere | test_disk_full_during_a_checkpoint |
 | the loss becomes NaN/inf              | one line naming the step, exit 1, checkpoints kept | test_nan_loss_stops_with_one_line |
 | --resume on a non-run / finished run / conflicting flags | one line, exit 2, nothing written | test_bad_resume_requests |
+| killed after the last checkpoint, before model.keras/metrics.json | resume evaluates and writes them; identical result | test_killed_after_the_last_checkpoint_before_the_final_files |
 | dropout (random masks) + SIGKILL      | the seed generators' state is in the checkpoint; identical result | test_dropout_masks_continue_after_a_resume |
 | same seed twice                       | identical weights and metrics                   | test_signal_then_resume_... (reference vs resumed) |
 """
@@ -260,3 +261,16 @@ def test_dropout_masks_continue_after_a_resume(tmp_path, cli_env):
     assert resumed.returncode == 0, resumed.stderr
     assert "at step 64 (epoch 2)" in resumed.stdout
     assert_same_weights(killed, straight)
+
+
+def test_killed_after_the_last_checkpoint_before_the_final_files(tmp_path, cli_env, reference_run):
+    """The last epoch's checkpoint is on disk, model.keras and metrics.json are not: resume only finishes."""
+    run_dir = tmp_path / "almost-done"
+    shutil.copytree(reference_run, run_dir)
+    (run_dir / "metrics.json").unlink()
+    (run_dir / "model.keras").unlink()
+    resumed = resume(run_dir, cli_env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "at step 192 (all 3 epochs done)" in resumed.stdout
+    assert_same_weights(run_dir, reference_run)
+    assert_no_step_twice(run_dir)

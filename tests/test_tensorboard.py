@@ -19,7 +19,6 @@ import pytest
 
 from lstm_mnist.config import Config
 from lstm_mnist.gates import GATES, lstm_layers
-from lstm_mnist.train import train_and_evaluate
 
 STEPS_PER_EPOCH = 4  # 256 images / batch 64
 EPOCHS = 2
@@ -32,17 +31,11 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, cache_dir):
+def tiny_run(tmp_path_factory, train_offline):
     log_dir = tmp_path_factory.mktemp("tb-logs")
     config = Config(epochs=EPOCHS, train_examples=256, val_size=300, test_examples=128, batch_size=64, units=16,
                     log_every_steps=1, log_dir=str(log_dir))
-    mp = pytest.MonkeyPatch()
-    mp.setenv("KERAS_HOME", str(log_dir / "no-keras-home"))
-    try:
-        result = train_and_evaluate(config, log=lambda line: None, cache_dir=cache_dir)
-    finally:
-        mp.undo()
-    return log_dir, result
+    return log_dir, train_offline(config)
 
 
 class TensorBoardServer:

@@ -29,16 +29,9 @@ def event_tags(run_subdir):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, cache_dir):
-    log_dir = tmp_path_factory.mktemp("logs")
-    config = tiny_config(log_dir)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("KERAS_HOME", str(log_dir / "no-keras-home"))
-    try:
-        result = train_and_evaluate(config, log=lambda line: None, cache_dir=cache_dir)
-    finally:
-        mp.undo()
-    return config, result
+def tiny_run(tmp_path_factory, train_offline):
+    config = tiny_config(tmp_path_factory.mktemp("logs"))
+    return config, train_offline(config)
 
 
 def test_run_writes_every_promised_file(tiny_run):
