@@ -154,7 +154,6 @@ class Dashboard:
                 self.writer.gradients(step, self.model, gradients)
             if len(self.x_val):
                 self.write_validation_pictures(step, val_predictions)
-        self.writer.flush()
 
     def write_validation_pictures(self, step: int, predictions: np.ndarray) -> None:
         """Confusion matrix, misclassified digits, gate activations and row-by-row reading."""

@@ -31,6 +31,7 @@ import keras
 import numpy as np
 
 from lstm_mnist.lstm_cell import ScratchLSTMCell, lstm_forward
+from lstm_mnist.model import layer_inputs
 
 # Keras's order of the four blocks in every fused LSTM weight.
 GATES = ("input", "forget", "cell", "output")
@@ -41,14 +42,26 @@ def is_lstm(layer: keras.layers.Layer) -> bool:
     return isinstance(getattr(layer, "cell", None), (keras.layers.LSTMCell, ScratchLSTMCell))
 
 
-def lstm_layers(model: keras.Model) -> list[keras.layers.RNN]:
-    """Every LSTM layer of `model`, bottom to top, including both halves of a Bidirectional."""
+def named_lstms(model: keras.Model) -> list[tuple[keras.layers.Layer, str, keras.layers.RNN]]:
+    """(top-level layer, name, LSTM) for every LSTM of `model`, bottom to top.
+
+    The two halves of a Bidirectional are separate LSTMs, named
+    "<wrapper>/<half>" (e.g. "bidirectional_lstm_1/forward_lstm_1"), and share
+    their top-level layer, the wrapper.
+    """
     found = []
     for layer in model.layers:
-        halves = [layer.forward_layer, layer.backward_layer] if isinstance(layer, keras.layers.Bidirectional) \
-            else [layer]
-        found += [half for half in halves if is_lstm(half)]
+        if isinstance(layer, keras.layers.Bidirectional):
+            halves = [(f"{layer.name}/{half.name}", half) for half in (layer.forward_layer, layer.backward_layer)]
+        else:
+            halves = [(layer.name, layer)]
+        found += [(layer, name, half) for name, half in halves if is_lstm(half)]
     return found
+
+
+def lstm_layers(model: keras.Model) -> list[keras.layers.RNN]:
+    """Every LSTM layer of `model`, bottom to top, including both halves of a Bidirectional."""
+    return [lstm for _, _, lstm in named_lstms(model)]
 
 
 def split_gates(fused) -> dict[str, np.ndarray]:
@@ -93,35 +106,15 @@ def lstm_gate_activations(layer: keras.layers.RNN, inputs) -> dict[str, np.ndarr
     return dict(zip(GATES, (gates.input, gates.forget, gates.candidate, gates.output)))  # each (B, T, H)
 
 
-def layer_inputs(model: keras.Model, layer: keras.layers.Layer, pixel_rows) -> np.ndarray:
-    """What `layer` (a top-level layer of `model`) reads when `model` reads `pixel_rows`.
-
-    pixel_rows: float32 [B, T, F]. Returns float32 [B, T, D]: the pixel rows
-    themselves for a first recurrent layer, else the sequence the layers below
-    hand up (after the input projection, or the previous recurrent layer).
-    """
-    if layer.input is model.inputs[0]:
-        return np.asarray(pixel_rows)
-    below = keras.Model(model.inputs[0], layer.input)  # shares every weight; builds nothing new
-    return keras.ops.convert_to_numpy(below(pixel_rows, training=False))
-
-
 def model_gate_activations(model: keras.Model, pixel_rows) -> dict[str, dict[str, np.ndarray]]:
     """Gate activations of every LSTM in `model` on `pixel_rows` (float32 [B, T, F]).
 
     Returns {layer name: {gate: float32 [B, T, H]}}; the two halves of a
     Bidirectional are named "<wrapper>/<half>", e.g. "bidirectional_lstm_1/forward_lstm_1".
     """
-    activations = {}
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Bidirectional):
-            halves = [(f"{layer.name}/{half.name}", half) for half in (layer.forward_layer, layer.backward_layer)]
-        else:
-            halves = [(layer.name, layer)]
-        halves = [(name, half) for name, half in halves if is_lstm(half)]
-        if not halves:
-            continue
-        inputs = layer_inputs(model, layer, pixel_rows)  # (B, T, D)
-        for name, half in halves:
-            activations[name] = lstm_gate_activations(half, inputs)
+    activations, inputs = {}, {}
+    for layer, name, lstm in named_lstms(model):
+        if layer.name not in inputs:  # both halves of a Bidirectional read the same sequence
+            inputs[layer.name] = layer_inputs(model, layer, pixel_rows)  # (B, T, D)
+        activations[name] = lstm_gate_activations(lstm, inputs[layer.name])
     return activations

@@ -23,6 +23,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from lstm_mnist.model import layer_inputs
+
 
 def last_recurrent_layer(model: keras.Model) -> keras.layers.Layer:
     """The recurrent layer whose final state feeds the output layer."""
@@ -49,13 +51,8 @@ def probabilities_after_each_row(model: keras.Model, pixel_rows) -> np.ndarray:
     if isinstance(last, keras.layers.Bidirectional):
         raise ValueError("a bidirectional model cannot be read row by row: its backward half "
                          "reads the rows bottom to top")
-    if last.input is model.inputs[0]:
-        sequence_in = keras.ops.convert_to_tensor(pixel_rows, dtype="float32")  # (B, T, F)
-    else:
-        # Everything under the last recurrent layer (input projection, lower
-        # layers), as a model that shares their weights.
-        below = keras.Model(model.inputs[0], last.input)
-        sequence_in = below(pixel_rows, training=False)  # (B, T, D)
+    # What the last recurrent layer reads: the pixel rows, or what the layers below it hand up.
+    sequence_in = layer_inputs(model, last, pixel_rows)  # (B, T, D)
     # The same cell object, hence the same weights, stepped over every row.
     every_step = keras.layers.RNN(last.cell, return_sequences=True, go_backwards=last.go_backwards)
     hidden = every_step(sequence_in)  # (B, T, H)

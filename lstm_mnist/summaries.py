@@ -177,8 +177,7 @@ class TensorBoardWriter:
             for layer_name, gates in activations.items():
                 for gate, values in gates.items():
                     histogram(f"gate_activations/{layer_name}/{gate}", values,
-                                         description=f"{gate} gate values on a fixed validation batch, "
-                                                     "every unit and every row")
+                              description=f"{gate} gate values on a fixed validation batch, every unit and every row")
 
     # --- Images --------------------------------------------------------------
     def image(self, run: str, step: int, tag: str, pixels: np.ndarray, description: str) -> None:

@@ -250,17 +250,17 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
                 dashboard.before_step(step)
                 loss, accuracy, gradient_norm, gradients = train_step(x, y)
                 step = int(optimizer.iterations)  # steps taken so far, over all epochs
-                if not (math.isfinite(float(loss)) and math.isfinite(float(gradient_norm))):
+                loss, gradient_norm = float(loss), float(gradient_norm)  # tensors -> Python floats, once
+                if not (math.isfinite(loss) and math.isfinite(gradient_norm)):
                     # The weights may now hold inf/NaN; the checkpoints on disk do not.
-                    what = "loss" if not math.isfinite(float(loss)) else "gradient norm"
-                    value = float(loss) if what == "loss" else float(gradient_norm)
+                    what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", gradient_norm)
                     raise TrainingStopped(
                         f"the {what} became {value} at step {step} (epoch {epoch}); training stopped and "
                         f"the last checkpoint (step {checkpointer.latest_step}) is kept in {run_dir}; "
                         "try a lower --learning-rate or --clip-norm 1", exit_code=1)
                 # The learning rate is passed as a function: the schedule is evaluated only on the steps it is logged.
-                dashboard.after_step(step, len(y), float(loss), float(accuracy),
-                                     lambda: float(optimizer.learning_rate), float(gradient_norm))
+                dashboard.after_step(step, len(y), loss, float(accuracy),
+                                     lambda: float(optimizer.learning_rate), gradient_norm)
                 if progress is not None:
                     progress.update(batch, values=list(train_metrics.result().items()))
                 if batch == steps_per_epoch:
