@@ -162,7 +162,7 @@ def test_peepholes_start_at_zero_and_then_change_the_output(digits):
 def test_scratch_cell_starts_like_keras_with_forget_bias_one():
     model = build_model(Config(cell="scratch", units=UNITS))
     cell = model.get_layer("scratch_1").cell
-    bias = np.asarray(cell.bias)  # (4H,), blocks i, f, c, o
+    bias = np.asarray(cell.bias)  # (4H,), blocks input, forget, candidate, output
     np.testing.assert_array_equal(bias[UNITS:2 * UNITS], 1.0)
     np.testing.assert_array_equal(np.delete(bias, np.s_[UNITS:2 * UNITS]), 0.0)
     # Keras's recurrent initializer: an orthogonal (H, 4H) matrix, whose H rows are orthonormal.
