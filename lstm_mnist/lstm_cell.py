@@ -32,7 +32,8 @@ and in every docstring and comment of the package:
 
 These equations are written out in full only here (the README's copy is
 checked against this block by a test); everywhere else they are referred
-to by number.
+to by number. The README's "A step by hand" works them through for one row
+of a 2-unit cell, every value printed (tests/test_worked_step.py checks it).
 
 **One product for four gates.** Equation (1) is [x_t, h_{t-1}] @ [W; U] + b:
 the four gates' weights sit side by side in W and U, so one (B, F) @ (F, 4H)
