@@ -80,10 +80,14 @@ def computed(numbers: dict[str, list[str]]) -> dict[str, np.ndarray]:
         "c_t": np.concatenate([np.stack([f, c_prev, i, g], axis=1).ravel(), c]),
         "o_t": o,
         # per unit: o * tanh(c), then o * (its value), then the result
-        "m_t": np.concatenate([np.stack([o, c], axis=1).ravel(),
-                                                 np.stack([o, tanh_c], axis=1).ravel(), o * tanh_c]),
+        "m_t": np.concatenate([np.stack([o, c], axis=1).ravel(), np.stack([o, tanh_c], axis=1).ravel(),
+                               o * tanh_c]),
         "h_t": h,
     }
+
+
+def sigmoid(value: float) -> float:
+    return 1 / (1 + math.exp(-value))
 
 
 def three_decimals(value: float) -> str:
@@ -121,9 +125,6 @@ def test_the_arithmetic_can_be_redone_by_hand_from_the_printed_values():
         assert o_again == o and f"{math.tanh(c):.3f}" == f"{tanh_c:.3f}", f"tanh(c_t) of unit {unit}"
         assert f"{o * tanh_c:.3f}" == f"{m_terms[4 * units + unit]:.3f}", f"m_t of unit {unit}"
     z = [float(value) for value in numbers["z_t"]]
-    def sigmoid(value):
-        return 1 / (1 + math.exp(-value))
-
     # z_t's four blocks, in the gate order: input, forget, candidate, output
     for block, (label, activation) in enumerate([("i_t", sigmoid), ("f_t", sigmoid), ("g_t", math.tanh),
                                                  ("o_t", sigmoid)]):
