@@ -41,9 +41,10 @@ notice:
 * **Two ways back.** The gradient reaches step t-1 both through c (above)
   and through h (dh_{t-1} = dz_t U^T), which is why both are carried.
 
-Shapes: B batch, T timesteps, F features, H units, R width of h_t (R = H
-without a projection). Arrays are indexed from t = 0 (the first row); the
-docstring's h_{t-1} for the first row is the zero initial state.
+Shapes, in lstm_cell.py's letters: B batch, T timesteps, F features,
+H units, R width of h_t (R = H without a projection). Arrays are indexed
+from t = 0 (the first row); the docstring's h_{t-1} for the first row is
+the zero initial state.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ from lstm_mnist.lstm_cell import Gates, Peepholes, lstm_forward
 class LSTMWeights(NamedTuple):
     """The cell's weights, laid out as in lstm_cell.py; gradients come back in the same structure.
 
-    kernel W (F, 4H), recurrent_kernel U (R, 4H), bias b (4H,), gate order i, f, c, o;
+    kernel W (F, 4H), recurrent_kernel U (R, 4H), bias b (4H,), each 4H wide in the gate order
+    input, forget, candidate, output;
     peepholes: Peepholes of three (H,) or None; projection P (H, R) or None.
     """
 
@@ -149,7 +151,7 @@ def backward(dh_seq: np.ndarray, cache: ForwardCache) -> tuple[LSTMWeights, np.n
             d_peepholes.input[...] += np.sum(dz_i * c_prev, axis=0)  # (2) (B, H) -> (H,), summed over t
             d_peepholes.forget[...] += np.sum(dz_f * c_prev, axis=0)  # (3)
             d_peepholes.output[...] += np.sum(dz_o * c, axis=0)  # (6)
-        dz = np.concatenate([dz_i, dz_f, dz_g, dz_o], axis=-1)  # (1) 4 x (B, H) -> (B, 4H), order i, f, c, o
+        dz = np.concatenate([dz_i, dz_f, dz_g, dz_o], axis=-1)  # (1) 4 x (B, H) -> (B, 4H), gate order i, f, g, o
         d_kernel += x[:, t].T @ dz  # (1) (F, B) @ (B, 4H) -> (F, 4H), summed over t
         d_recurrent_kernel += h_prev.T @ dz  # (1) (R, B) @ (B, 4H) -> (R, 4H), summed over t
         d_bias += np.sum(dz, axis=0)  # (1) (B, 4H) -> (4H,), summed over t

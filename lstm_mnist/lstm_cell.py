@@ -1,25 +1,39 @@
 """The LSTM cell written out from its equations, and a Keras layer built on it.
 
+An LSTM reads a sequence one step at a time, here a digit one row at a time,
+and must carry what matters from the early rows to the answer it gives after
+the last. It keeps two states: the cell state c, a memory that the gates add
+to and erase, and the hidden state h, what the cell shows of that memory to
+the next row and to the classifier. Three sigmoid gates, valves between 0
+and 1, decide how much of the memory to keep (forget gate), how much of a
+tanh candidate, a signed value between -1 and 1, to write into it (input
+gate), and how much of it to show (output gate).
+
 At every timestep t (one image row) the cell reads the row x_t and its own
 previous state (h_{t-1}, c_{t-1}), and computes:
 
-    z_t = x_t W + h_{t-1} U + b                  (1)  all four gates in one product, (B, 4H)
-    split z_t into z_i, z_f, z_g, z_o            the order Keras uses: i, f, c(=g), o
+    z_t = x_t W + h_{t-1} U + b                  (1)  all four gates' pre-activations at once, (B, 4H)
     i_t = sigmoid(z_i + p_i * c_{t-1})           (2)  input gate: how much of g_t to write
     f_t = sigmoid(z_f + p_f * c_{t-1})           (3)  forget gate: how much of c_{t-1} to keep
-    g_t = tanh(z_g)                              (4)  candidate values to write
+    g_t = tanh(z_g)                              (4)  candidate: the signed values to write
     c_t = f_t * c_{t-1} + i_t * g_t              (5)  the cell state: a gated running sum
     o_t = sigmoid(z_o + p_o * c_t)               (6)  output gate: how much of the cell to show
     m_t = o_t * tanh(c_t)                        (7)  the cell's output
-    h_t = m_t P        (LSTMP; without it h_t = m_t)  (8)  the hidden state, fed back at t+1
+    h_t = m_t P                                  (8)  the hidden state fed back at t+1 (h_t = m_t without P)
 
-`*` is the elementwise product, h_0 = c_0 = 0, and the shapes are
+z_t is cut into four (B, H) blocks, z_i, z_f, z_g, z_o, one per gate;
+`*` is the elementwise product and h_0 = c_0 = 0. The shape letters, here
+and in every docstring and comment of the package:
 
-    B batch, F features (pixels per row), H units, R = width of h_t
+    B batch, T timesteps (image rows), F features (pixels per row),
+    H units, R width of h_t (R = H unless the projection P is used)
     x_t (B, F)   W: kernel (F, 4H)   U: recurrent_kernel (R, 4H)   b: bias (4H,)
     c_t, i_t, f_t, g_t, o_t, m_t (B, H)   h_t (B, R)   p_i, p_f, p_o (H,)   P (H, R)
 
-R = H unless the projection P is used.
+These equations are written out in full only here (the README's copy is
+checked against this block by a test); everywhere else they are referred
+to by number. The README's "A step by hand" works them through for one row
+of a 2-unit cell, every value printed (tests/test_worked_step.py checks it).
 
 **One product for four gates.** Equation (1) is [x_t, h_{t-1}] @ [W; U] + b:
 the four gates' weights sit side by side in W and U, so one (B, F) @ (F, 4H)
@@ -29,8 +43,9 @@ W and U keep exactly Keras's layout (`kernel`, `recurrent_kernel`), and a
 trained `keras.layers.LSTM`'s weights can be copied in unchanged.
 
 **Gate order.** The 4H columns are [input | forget | candidate | output],
-Keras's (i, f, c, o). TF1's `LSTMCell` used (i, j, f, o) instead, which is
-why weights cannot be copied between the two without reordering.
+the order of Keras's weights (Keras's source calls the blocks i, f, c, o;
+its c is our candidate g). TF1's `LSTMCell` used (i, j, f, o) instead, which
+is why weights cannot be copied between the two without reordering.
 
 **Forget-gate bias 1.** The bias starts at 0 except the forget gate's block,
 which starts at 1 (`unit_forget_bias=True` in Keras, `forget_bias=1.0` in
@@ -84,7 +99,7 @@ from keras import ops
 
 
 class Gates(NamedTuple):
-    """The four gate activations, in Keras's order (i, f, c, o).
+    """The four gate activations, in the order of Keras's weights: input, forget, candidate, output.
 
     In `lstm_step` each is (B, H); in `lstm_forward` each is (B, T, H).
     `candidate` is g_t = tanh(z_g), in (-1, 1); the other three are in (0, 1).
@@ -116,7 +131,7 @@ def lstm_step(x_t, h_prev, c_prev, kernel, recurrent_kernel, bias,
     """
     # The fused product: (B, F) @ (F, 4H) + (B, R) @ (R, 4H) + (4H,) -> (B, 4H), all four gates at once.
     z = ops.matmul(x_t, kernel) + ops.matmul(h_prev, recurrent_kernel) + bias  # eq. (1)
-    z_input, z_forget, z_candidate, z_output = ops.split(z, 4, axis=-1)  # eq. (1) (B, 4H) -> 4 x (B, H): i, f, c, o
+    z_input, z_forget, z_candidate, z_output = ops.split(z, 4, axis=-1)  # eq. (1) (B, 4H) -> 4 x (B, H)
     if peepholes is not None:
         # The input and forget gates peek at the state they are about to change.
         z_input = z_input + peepholes.input * c_prev  # eq. (2) peephole: (B, H) + (H,) * (B, H)
@@ -139,7 +154,8 @@ def lstm_forward(x, kernel, recurrent_kernel, bias, peepholes: Peepholes | None 
 
     x: float [B, T, F], e.g. a batch of digits as rows. The weights are laid out
     as in `keras.layers.LSTM` (the cell's kernel, recurrent_kernel, bias):
-        kernel [F, 4H], recurrent_kernel [R, 4H], bias [4H], gate order i, f, c, o
+        kernel [F, 4H], recurrent_kernel [R, 4H], bias [4H], gates in the order
+        input, forget, candidate, output
         peepholes: Peepholes of three [H] arrays, or None
         projection: [H, R], or None (then R = H)
     Weights may be NumPy arrays or Keras/TF variables; everything is computed
@@ -178,7 +194,7 @@ def lstm_forward(x, kernel, recurrent_kernel, bias, peepholes: Peepholes | None 
 
 
 def forget_bias_one(shape, dtype=None):
-    """Bias initializer: 0 for the i, c and o blocks, 1 for the forget block."""
+    """Bias initializer: 0 for the input, candidate and output blocks, 1 for the forget block."""
     units = shape[0] // 4
     return ops.concatenate([ops.zeros((units,), dtype), ops.ones((units,), dtype),
                             ops.zeros((2 * units,), dtype)])

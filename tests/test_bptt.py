@@ -150,7 +150,7 @@ def test_hand_gradients_alone_train_the_lstm(digits):
     """
     x, labels = digits
     weights, head_kernel, head_bias = random_weights(np.random.default_rng(3), FEATURES, UNITS)
-    # Keras's starting bias: 0, except 1 for the forget gate's block (order i, f, c, o).
+    # Keras's starting bias: 0, except 1 for the forget gate's block (blocks input, forget, candidate, output).
     parameters = [weights.kernel, weights.recurrent_kernel, np.repeat([0.0, 1.0, 0.0, 0.0], UNITS)]
     first_moments = [np.zeros_like(p) for p in parameters]
     second_moments = [np.zeros_like(p) for p in parameters]

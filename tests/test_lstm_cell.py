@@ -162,7 +162,7 @@ def test_peepholes_start_at_zero_and_then_change_the_output(digits):
 def test_scratch_cell_starts_like_keras_with_forget_bias_one():
     model = build_model(Config(cell="scratch", units=UNITS))
     cell = model.get_layer("scratch_1").cell
-    bias = np.asarray(cell.bias)  # (4H,), blocks i, f, c, o
+    bias = np.asarray(cell.bias)  # (4H,), blocks input, forget, candidate, output
     np.testing.assert_array_equal(bias[UNITS:2 * UNITS], 1.0)
     np.testing.assert_array_equal(np.delete(bias, np.s_[UNITS:2 * UNITS]), 0.0)
     # Keras's recurrent initializer: an orthogonal (H, 4H) matrix, whose H rows are orthonormal.
@@ -220,3 +220,21 @@ def test_readme_links_point_at_the_lines_they_name():
                 assert marker in line, f"[{text}]({path}#L{first}-L{last}) should land on {marker}: {line.strip()!r}"
             checked += 1
     assert checked >= 16, "the How it works section links each equation, forward and backward"
+
+
+def test_the_readme_shows_the_docstrings_equations_and_opens_with_its_intuition():
+    """The equations are written out in full once, in lstm_cell.py's docstring: the README's copy must be
+    that very block, and the README's "An LSTM in five minutes" must open with the docstring's first paragraph."""
+    import lstm_mnist.lstm_cell as lstm_cell
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    equations = re.search(r"\n### The equations, and where they are computed\n.*?```text\n(.*?)```", readme, re.S)
+    assert equations, "the README's equations section has no ```text block"
+    lines = equations.group(1).splitlines()
+    assert [re.search(r"\((\d)\)", line).group(1) for line in lines] == list("12345678")
+    assert "".join(f"    {line}\n" for line in lines) in lstm_cell.__doc__, (
+        "the README's equations differ from the block in lstm_cell.py's docstring")
+    intuition = re.search(r"\n### An LSTM in five minutes\n\n(.+?)\n\n", readme, re.S).group(1)
+    docstring_opening = lstm_cell.__doc__.split("\n\n")[1]  # the paragraph after the one-line summary
+    assert " ".join(intuition.split()) == " ".join(docstring_opening.split())
+    assert lstm_cell.__doc__.index(docstring_opening) < lstm_cell.__doc__.index("(1)")
