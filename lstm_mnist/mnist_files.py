@@ -187,12 +187,25 @@ def open_regular_file(path: Path) -> BinaryIO:
     return open(path, "rb")
 
 
+def reading_error(path: Path, error: Exception, as_what: str = "") -> DataError:
+    """One line for an exception raised while reading `path`.
+
+    The operating system's refusals carry an errno ("Permission denied", "Is a
+    directory"); damaged content does not (a bad gzip CRC, a broken zip, a
+    compressed stream cut short), whatever the exception's class.
+    """
+    if isinstance(error, OSError) and error.errno is not None:
+        return DataError(f"{path}: cannot read it ({plain_reason(error)})")
+    return DataError(f"{path}: cannot read it{as_what} ({error}); is it truncated or corrupted?")
+
+
 # ---------------------------------------------------------------------------
 # A Keras-format mnist.npz: a zip archive of four .npy files
 # ---------------------------------------------------------------------------
 
-# What zipfile and its decompressors raise for a damaged or crafted archive.
-DAMAGED_ARCHIVE = (zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, ValueError, struct.error)
+# What zipfile and its decompressors raise for a damaged or crafted archive
+# (OSError too, for bz2 damage and for the operating system's refusals).
+DAMAGED_ARCHIVE = (OSError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, ValueError, struct.error)
 # What zipfile raises for features it cannot read: encrypted members
 # (RuntimeError) and compression methods it does not know (NotImplementedError).
 UNSUPPORTED_ZIP = (RuntimeError, NotImplementedError)
@@ -227,12 +240,8 @@ def read_npz(path: Path) -> Arrays:
             f"{path}: uses a zip feature this reader does not support ({error}); "
             "save it again with numpy.savez"
         ) from None
-    except OSError as error:
-        if error.errno is None:  # gzip-, bz2- and zip-level damage raise OSError without an errno
-            raise DataError(f"{path}: cannot read it as an .npz file ({error}); is it truncated or corrupted?") from None
-        raise DataError(f"{path}: cannot read it ({plain_reason(error)})") from None
     except DAMAGED_ARCHIVE as error:
-        raise DataError(f"{path}: cannot read it as an .npz file ({error}); is it truncated or corrupted?") from None
+        raise reading_error(path, error, " as an .npz file") from None
     return check_arrays(*arrays, where=str(path))
 
 
@@ -296,29 +305,20 @@ def read_idx(path: Path, expected_magic: int) -> np.ndarray:
                 raise DataError(f"{path}: the header is truncated")
             shape = struct.unpack(f">{ndim}I", dimensions)
             promised = math.prod(shape)  # one byte per value
+            wrong_size = (f"{path}: header promises shape {list(shape)} ({promised:,} bytes) "
+                          "but the file holds {}; is it truncated, or not this file?")
             if stream is file:  # a plain file says its size: compare before reading anything
                 held = os.fstat(file.fileno()).st_size - 4 - 4 * ndim
                 if held != promised:
-                    raise DataError(
-                        f"{path}: header promises shape {list(shape)} ({promised:,} bytes) "
-                        f"but the file holds {held:,}; is it truncated, or not this file?"
-                    )
+                    raise DataError(wrong_size.format(f"{held:,}"))
             check_size_fits_memory(promised, str(path))
             payload = read_at_most(stream, promised + 1)
     except DataError:
         raise
-    except OSError as error:
-        if error.errno is None:  # gzip damage (a bad CRC, not gzip at all) raises OSError without an errno
-            raise DataError(f"{path}: cannot read it ({error}); is it truncated or corrupted?") from None
-        raise DataError(f"{path}: cannot read it ({plain_reason(error)})") from None
-    except (EOFError, zlib.error) as error:
-        raise DataError(f"{path}: cannot read it ({error}); is it truncated or corrupted?") from None
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+        raise reading_error(path, error) from None
     if len(payload) != promised:
-        amount = "more than that" if len(payload) > promised else f"{len(payload):,}"
-        raise DataError(
-            f"{path}: header promises shape {list(shape)} ({promised:,} bytes) "
-            f"but the file holds {amount}; is it truncated, or not this file?"
-        )
+        raise DataError(wrong_size.format("more than that" if len(payload) > promised else f"{len(payload):,}"))
     return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
 
 

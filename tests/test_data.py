@@ -48,9 +48,10 @@ def write_idx(path, array):
     """Write an array in the IDX format (optionally gzipped), as LeCun's files are."""
     magic = 0x0800 | array.ndim  # 0x08 = unsigned byte
     payload = struct.pack(">i", magic) + struct.pack(f">{array.ndim}i", *array.shape) + array.tobytes()
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(payload)
+    if str(path).endswith(".gz"):
+        path.write_bytes(gzip.compress(payload, compresslevel=1))  # level 1: the test is about reading
+    else:
+        path.write_bytes(payload)
 
 
 def write_idx_folder(folder, arrays, suffix=""):
@@ -324,6 +325,22 @@ def test_npz_member_claiming_an_absurd_size_is_refused_before_allocating(tmp_pat
     # np.load would ask for 784 GB up front (MemoryError); the claim is checked against the member first.
     with pytest.raises(DataError, match=r"x_train: its header says uint8 \[1000000000, 28, 28\] "
                                         r"\(784,000,000,000 bytes\) but the archive holds 64 bytes"):
+        read_npz(path)
+
+
+def test_npz_member_with_a_damaged_header(tmp_path, offline_arrays):
+    arrays = small_arrays(offline_arrays)
+    header = b"{'descr': '|u1', 'fortran_order': False, 'shape': (50, 28, 28"  # the bracket never closes
+    header = header.ljust(118) + b"\n"
+    path = tmp_path / "damaged-header.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x_train.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
+                         + arrays[0].tobytes())
+        for key, array in zip(KEYS[1:], arrays[1:]):
+            with archive.open(f"{key}.npy", "w") as member:
+                np.lib.format.write_array(member, array)
+    # numpy's header parser raises tokenize.TokenError here, which np.load lets through as a traceback.
+    with pytest.raises(DataError, match="x_train: its .npy header is damaged"):
         read_npz(path)
 
 
