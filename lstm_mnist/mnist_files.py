@@ -33,7 +33,6 @@ import importlib.metadata
 import importlib.util
 import io
 import json
-import lzma
 import math
 import os
 import pickle
@@ -203,11 +202,14 @@ def reading_error(path: Path, error: Exception, as_what: str = "") -> DataError:
 # A Keras-format mnist.npz: a zip archive of four .npy files
 # ---------------------------------------------------------------------------
 
-# What zipfile and its decompressors raise for a damaged or crafted archive
-# (OSError too, for bz2 damage and for the operating system's refusals).
-DAMAGED_ARCHIVE = (OSError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, ValueError, struct.error)
-# What zipfile raises for features it cannot read: encrypted members
-# (RuntimeError) and compression methods it does not know (NotImplementedError).
+# What zipfile and zlib raise for a damaged or crafted archive (and OSError
+# for the operating system's refusals, such as "Permission denied").
+DAMAGED_ARCHIVE = (OSError, zipfile.BadZipFile, EOFError, zlib.error, ValueError, struct.error)
+# The compression methods numpy.savez writes; any other (bzip2, lzma,
+# Deflate64, ...) or an encrypted member is refused by name before decoding.
+READABLE_COMPRESSION = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+# What zipfile raises for the other features it cannot read (flag bits for
+# strong encryption or patched data): NotImplementedError or RuntimeError.
 UNSUPPORTED_ZIP = (RuntimeError, NotImplementedError)
 
 
@@ -247,10 +249,16 @@ def read_npz(path: Path) -> Arrays:
 
 def read_npy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> np.ndarray:
     """One .npy member: its header (magic, dtype, shape), checked against the member's size, then its bytes."""
+    save_again = "save it again with numpy.savez"
+    if info.flag_bits & 0x1:  # bit 0 of the zip's general-purpose flags
+        raise DataError(f"{what}: is encrypted, a zip feature this reader does not support; {save_again}")
+    if info.compress_type not in READABLE_COMPRESSION:
+        raise DataError(f"{what}: uses zip compression method {info.compress_type}, which this reader "
+                        f"does not support (numpy.savez writes 0, stored, or 8, deflated); {save_again}")
     with archive.open(info) as member:
         version = np.lib.format.read_magic(member)
         if version not in ((1, 0), (2, 0)):
-            raise DataError(f"{what}: .npy format version {version} is not supported; save it again with numpy.savez")
+            raise DataError(f"{what}: .npy format version {version} is not supported; {save_again}")
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         try:
             shape, fortran_order, dtype = read_header(member)
@@ -258,7 +266,7 @@ def read_npy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) 
             raise DataError(f"{what}: its .npy header is damaged ({error})") from None
         if dtype.hasobject:
             # Object arrays are stored as pickles, which can run code when loaded.
-            raise DataError(f"{what}: holds Python objects, not numbers; save plain arrays with numpy.savez")
+            raise DataError(f"{what}: holds Python objects, not numbers; {save_again} from plain arrays")
         claimed = math.prod(shape) * dtype.itemsize
         held = info.file_size - member.tell()
         if claimed != held:
