@@ -642,9 +642,10 @@ def test_stale_temporaries_are_removed_and_others_kept(tmp_path, mnist, cache_di
     dead_pid = int(finished.stdout)
     alive = sleeping_process()
     try:
-        dead = durable.temporary_name(cache_file).with_name(f".{cache_file.name}.{dead_pid}.tmp")
-        old = dead.with_name(f".{record_file.name}.{alive.pid}.tmp")
-        fresh = dead.with_name(f".{cache_file.name}.{alive.pid}.tmp")
+        # The names durable.write_with gives its temporary files: .<name>.<pid>.tmp
+        dead = cache / f".{cache_file.name}.{dead_pid}.tmp"
+        old = cache / f".{record_file.name}.{alive.pid}.tmp"
+        fresh = cache / f".{cache_file.name}.{alive.pid}.tmp"
         unrelated = cache / f".notes.{dead_pid}.tmp"
         for path in (dead, old, fresh, unrelated):
             path.write_bytes(b"half a file")
