@@ -573,12 +573,24 @@ def read_cache(cache_dir: Path, log: Callable[[str], None]) -> Found | None:
     return None
 
 
+def write_npz(file: BinaryIO, arrays: Arrays) -> None:
+    """The format np.savez writes, member by member, closing the archive even when a write fails.
+
+    Not np.savez itself: after a failed write (a full disk) it leaves its zip
+    archive open, and Python later prints "Exception ignored in ZipFile.__del__".
+    """
+    with zipfile.ZipFile(file, "w") as archive:
+        for key, array in zip(KEYS, arrays):
+            with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+
+
 def write_cache(cache_dir: Path, found: Found, log: Callable[[str], None]) -> None:
     """Save the decoded arrays and their record durably; a cache we cannot write only costs time."""
     cache_file, record_file = cache_paths(cache_dir)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        durable.write_with(cache_file, lambda f: np.savez(f, **dict(zip(KEYS, found.arrays))))
+        durable.write_with(cache_file, lambda f: write_npz(f, found.arrays))
         durable.write_json(record_file, cache_record(found.arrays, found.fingerprint))
     except OSError as error:
         log(f"data: cannot write the decoded cache in {cache_dir} ({plain_reason(error)}); "

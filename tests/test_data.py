@@ -631,6 +631,26 @@ def test_a_damaged_cache_is_rebuilt_with_one_line(tmp_path, mnist, cache_dir, is
     assert "decoded cache" in again.source and len(lines) == 1 and again.fingerprint == mnist.fingerprint
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # nothing printed behind our back
+def test_a_full_disk_while_writing_the_cache_costs_only_time(tmp_path, mnist, isolated_env):
+    """A real full disk: a 1 MiB tmpfs cannot hold the 55 MB cache."""
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill up (needs root): {mounted.stderr.strip()}")
+    try:
+        lines = []
+        loaded = load_mnist(cache_dir=disk / "lstm_mnist", allow_download=False, log=lines.append)
+        left = os.listdir(disk / "lstm_mnist")
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+    assert loaded.fingerprint == mnist.fingerprint
+    assert len(lines) == 2 and "cannot write the decoded cache" in lines[0] and "(No space left on device)" in lines[0]
+    assert left == []  # the temporary file was removed, so the disk is not left full
+
+
 def sleeping_process():
     return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
 
@@ -666,17 +686,16 @@ def test_stale_temporaries_are_removed_and_others_kept(tmp_path, mnist, cache_di
 KILLED_WHILE_WRITING = """
 import sys, time
 from pathlib import Path
-import numpy as np
 from lstm_mnist import mnist_files
 
-save = np.savez
+write_npz = mnist_files.write_npz
 
-def save_then_wait(file, **arrays):
-    save(file, **arrays)  # the temporary file holds the arrays; not yet synced, not yet renamed
+def write_then_wait(file, arrays):
+    write_npz(file, arrays)  # the temporary file holds the arrays; not yet synced, not yet renamed
     Path(sys.argv[2]).touch()
     time.sleep(300)
 
-np.savez = save_then_wait
+mnist_files.write_npz = write_then_wait
 mnist_files.find_mnist("", Path(sys.argv[1]), False, print)
 """
 
