@@ -547,6 +547,7 @@ def test_unreadable_data_keras_cache_and_cache_folders_end_in_one_line(tmp_path,
     for name in ("data file", "data folder", "one IDX file", "data inside a locked folder"):
         assert results[name]["exit_code"] == 2, (name, results[name])
         assert "Permission denied" in results[name]["error"] and "\n" not in results[name]["error"]
+        assert "truncated" not in results[name]["error"]  # no wrong advice: the file is fine, its mode is not
     assert results["data folder"]["error"].startswith(f"{user / 'idx-folder'}: cannot list this folder")
     assert results["data inside a locked folder"]["error"].startswith("--data ")
 
