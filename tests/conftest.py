@@ -9,7 +9,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from lstm_mnist.data import load_mnist, offline_pickle_path, read_offline_pickle  # noqa: E402
+from lstm_mnist.data import load_mnist  # noqa: E402
+from lstm_mnist.mnist_files import offline_pickle_path, read_offline_pickle  # noqa: E402
 
 
 @pytest.fixture(scope="session")
