@@ -1,6 +1,6 @@
 """The pieces behind the TensorBoard pictures, each checked against a reference.
 
-- per-gate slices are the kernel's column blocks in Keras's order i, f, c, o;
+- per-gate slices are the kernel's column blocks in Keras's order: input, forget, candidate, output;
 - the replayed gate activations rebuild exactly the hidden states Keras's LSTM computes;
 - the row-by-row probabilities end in the model's own prediction and never look ahead;
 - the confusion matrix matches `tf.math.confusion_matrix`;
@@ -21,14 +21,8 @@ from lstm_mnist.figures import (
     reading_row_by_row_figure,
     sample_inputs_figure,
 )
-from lstm_mnist.gates import (
-    GATES,
-    lstm_gate_activations,
-    lstm_layers,
-    model_gate_activations,
-    split_gates,
-    weight_gates,
-)
+from lstm_mnist.gates import fused_weights, lstm_gate_activations, lstm_layers, model_gate_activations, split_gates
+from lstm_mnist.lstm_cell import Gates
 from lstm_mnist.model import build_model
 from lstm_mnist.reading import can_read_row_by_row, probabilities_after_each_row, settled_row
 from lstm_mnist.summaries import histogram_buckets
@@ -51,16 +45,15 @@ def test_gate_slices_are_the_kernel_column_blocks():
     keras.utils.set_random_seed(0)
     model = build_model(Config(units=8))
     (lstm,) = [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
-    slices = weight_gates(lstm)
+    assert fused_weights(lstm) == [lstm.cell.kernel, lstm.cell.recurrent_kernel, lstm.cell.bias]
     kernel = lstm.cell.kernel.numpy()  # (F, 4H)
-    assert set(slices) == {lstm.cell.kernel.path, lstm.cell.recurrent_kernel.path, lstm.cell.bias.path}
-    for number, gate in enumerate(GATES):
-        np.testing.assert_array_equal(slices[lstm.cell.kernel.path][gate], kernel[:, number * 8:(number + 1) * 8])
+    for number, block in enumerate(split_gates(kernel)):
+        np.testing.assert_array_equal(block, kernel[:, number * 8:(number + 1) * 8])
     # unit_forget_bias=True: the forget block of the bias, and only it, starts at 1.
-    bias = slices[lstm.cell.bias.path]
-    np.testing.assert_array_equal(bias["forget"], np.ones(8))
-    np.testing.assert_array_equal(bias["input"], np.zeros(8))
-    assert list(split_gates(np.arange(8.0))) == list(GATES)
+    bias = split_gates(lstm.cell.bias)
+    np.testing.assert_array_equal(bias.forget, np.ones(8))
+    np.testing.assert_array_equal(bias.input, np.zeros(8))
+    np.testing.assert_array_equal(bias.candidate, np.zeros(8))
 
 
 @pytest.mark.parametrize("go_backwards", [False, True])
@@ -73,15 +66,15 @@ def test_replayed_gates_rebuild_kerass_hidden_states(go_backwards):
     trained_looking(layer)
     reference = keras.ops.convert_to_numpy(layer(x))  # (B, T, H)
     gates = lstm_gate_activations(layer, x)
-    assert all(gates[gate].shape == (3, TIMESTEPS, 6) for gate in GATES)
+    assert all(gate.shape == (3, TIMESTEPS, 6) for gate in gates)
     c = np.zeros((3, 6), np.float32)
     hidden = []
     for t in range(TIMESTEPS):
-        c = gates["forget"][:, t] * c + gates["input"][:, t] * gates["cell"][:, t]
-        hidden.append(gates["output"][:, t] * np.tanh(c))
+        c = gates.forget[:, t] * c + gates.input[:, t] * gates.candidate[:, t]
+        hidden.append(gates.output[:, t] * np.tanh(c))
     np.testing.assert_allclose(np.stack(hidden, axis=1), reference, atol=1e-5)
-    assert gates["forget"].min() >= 0 and gates["forget"].max() <= 1
-    assert gates["cell"].min() >= -1 and gates["cell"].max() <= 1
+    assert gates.forget.min() >= 0 and gates.forget.max() <= 1
+    assert gates.candidate.min() >= -1 and gates.candidate.max() <= 1
 
 
 def test_gate_activations_of_stacked_and_bidirectional_models():
@@ -91,7 +84,7 @@ def test_gate_activations_of_stacked_and_bidirectional_models():
     assert set(activations) == {f"bidirectional_lstm_{n}/{half}_lstm_{n}" for n in (1, 2)
                                 for half in ("forward", "backward")}
     for gates in activations.values():
-        assert all(gates[gate].shape == (2, TIMESTEPS, 4) for gate in GATES)
+        assert all(gate.shape == (2, TIMESTEPS, 4) for gate in gates)
 
 
 @pytest.mark.parametrize("settings", [dict(), dict(layers=2, input_projection=6, dropout=0.2), dict(cell="gru")])
@@ -213,9 +206,8 @@ def test_the_hand_written_cell_gets_the_same_gate_pictures():
     scratch_model.set_weights(keras_model.get_weights())  # same shapes, same order
     x = random_rows(2)
     (keras_lstm,), (scratch_lstm,) = lstm_layers(keras_model), lstm_layers(scratch_model)
-    for gate in GATES:
-        np.testing.assert_allclose(lstm_gate_activations(scratch_lstm, x)[gate],
-                                   lstm_gate_activations(keras_lstm, x)[gate], atol=1e-6)
-    assert set(weight_gates(scratch_lstm)) == {v.path for v in scratch_lstm.cell.weights}
+    for scratch_gate, keras_gate in zip(lstm_gate_activations(scratch_lstm, x), lstm_gate_activations(keras_lstm, x)):
+        np.testing.assert_allclose(scratch_gate, keras_gate, atol=1e-6)
+    assert fused_weights(scratch_lstm) == scratch_lstm.cell.weights
     np.testing.assert_allclose(probabilities_after_each_row(scratch_model, x),
                                probabilities_after_each_row(keras_model, x), atol=1e-5)
