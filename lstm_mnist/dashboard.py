@@ -175,7 +175,7 @@ class Dashboard:
                               f"the first {len(wrong)} validation digits the network gets wrong")
         shown = self.x_val[:GATE_BATCH]
         self.writer.gate_activations(step, model_gate_activations(self.model, shown),
-                                     f"{{gate}} gate values on the first {len(shown)} validation digits, "
+                                     f"the gate's values on the first {len(shown)} validation digits, "
                                      "every unit and every row")
         if self.reading_indices and can_read_row_by_row(self.model):
             images = self.x_val[self.reading_indices]  # (N, T, F)

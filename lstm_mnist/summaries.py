@@ -71,9 +71,9 @@ def histogram_buckets(values, bucket_count: int = HISTOGRAM_BUCKETS) -> np.ndarr
     The same equal-width buckets from min to max as `tf.summary.histogram`
     (tests/test_dashboard.py checks it against TensorBoard's own `_buckets`).
     """
-    # Why not tf.summary.histogram: it counts with a (values x 30) float64 one-hot matrix and runs ~25 eager ops
-    # per tensor; `python scripts/benchmark_histograms.py` measured it 3-7x as slow on the gate activations and
-    # 15x on the weights and gradients, about 0.15 s more per epoch: half the 3% that all logging may cost.
+    # Why not tf.summary.histogram: `python scripts/benchmark_histograms.py` (2 shared CPU cores) measured it 14-17x
+    # as slow on the 34 weight and gradient histograms (~25 eager ops per call) and 2-7x on the gate activations
+    # (a values x 30 one-hot matrix): 0.15-0.3 s more per epoch, up to the whole 3% that logging may cost.
     data = np.asarray(values, dtype=np.float64).ravel()
     if data.size == 0:
         return np.zeros((bucket_count, 3))
@@ -99,7 +99,7 @@ def histogram(tag: str, values, description: str = "") -> None:
 def gate_histograms(prefix: str, gates: Gates, description: str = "") -> None:
     """One histogram per gate: `<prefix>/input`, `<prefix>/forget`, `<prefix>/candidate`, `<prefix>/output`."""
     for gate, values in gates._asdict().items():
-        histogram(f"{prefix}/{gate}", values, description.format(gate=gate))
+        histogram(f"{prefix}/{gate}", values, description)
 
 
 def loss_gradients(model: keras.Model, x, y) -> list:

@@ -303,7 +303,8 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
         "epochs": config.epochs,
         "steps": step,
         "seconds": round(time.time() - started, 1),
-        "tensorboard_seconds": round(dashboard.seconds_writing if dashboard else 0.0, 1),  # of those, spent writing summaries
+        # Of those, the seconds spent writing summaries.
+        "tensorboard_seconds": round(dashboard.seconds_writing if dashboard else 0.0, 1),
     }
     write_json(run_dir / "metrics.json", metrics)
     which = f"the first {len(splits.x_test):,}" if config.test_examples else f"all {len(splits.x_test):,}"

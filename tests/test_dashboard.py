@@ -12,6 +12,9 @@
 
 import os
 import struct
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import keras
@@ -333,3 +336,12 @@ def test_trimming_never_follows_a_symlink(tmp_path, planted):
         trim_events_after(run, 6, lambda line: None)
     assert refused.value.exit_code == 2 and "\n" not in str(refused.value)
     assert target.read_bytes() == original
+
+
+def test_the_histogram_benchmark_runs():
+    """scripts/benchmark_histograms.py backs summaries.py's measured comment; a tiny run keeps it from rotting."""
+    script = Path(__file__).parent.parent / "scripts" / "benchmark_histograms.py"
+    result = subprocess.run([sys.executable, str(script), "--repeats", "1", "--units", "4", "--digits", "2"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("tf / NumPy") == 2, result.stdout
