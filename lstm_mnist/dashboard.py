@@ -41,6 +41,7 @@ from tensorboard.compat.proto import event_pb2
 
 from lstm_mnist.config import Config
 from lstm_mnist.durable import sync_folder, write_bytes
+from lstm_mnist.errors import plain_reason
 from lstm_mnist.figures import (
     confusion_matrix,
     confusion_matrix_figure,
@@ -48,7 +49,6 @@ from lstm_mnist.figures import (
     reading_row_by_row_figure,
     sample_inputs_figure,
 )
-from lstm_mnist.errors import plain_reason
 from lstm_mnist.gates import model_gate_activations
 from lstm_mnist.reading import can_read_row_by_row, probabilities_after_each_row, settled_row
 from lstm_mnist.summaries import SummaryWriteError, TensorBoardWriter
