@@ -1,26 +1,28 @@
-"""When each TensorBoard summary is written during training (summaries.py says how and where).
+"""When each TensorBoard summary is written during training (summaries.py says what, and under which tag).
 
-The training loop calls four hooks, and this module decides what each writes:
+The training loop creates a Dashboard only when TensorBoard is on
+(`--no-tensorboard` means no Dashboard at all) and calls its hooks:
 
-    start_of_run()      once, at step 0 of a new run: TEXT (config, model summary),
-                        HPARAMS, the Keras layer graph, the sample-inputs picture
-    before_step(step)   the first step of a new run is traced for the GRAPHS tab;
-                        with --profile, a few steps are profiled
-    after_step(...)     every log_every_steps steps: step scalars and throughput
-    end_of_epoch(...)   every epoch: loss and accuracy; every summary_every_epochs
-                        epochs and after the last: the histograms and pictures
+    start_of_run(summary)   once, at step 0 of a new run: TEXT (config, model summary),
+                            HPARAMS, the Keras layer graph, the sample-inputs picture
+    before_step(step)       the first step of a new run is traced for the GRAPHS tab;
+                            with --profile, a few steps are profiled
+    after_step(...)         every log_every_steps steps: step scalars and throughput
+    end_of_epoch(...)       every epoch: loss and accuracy; every summary_every_epochs
+                            epochs and after the last: the histograms and pictures
+    end_of_run(step, test)  the test numbers
+    flush()                 before each checkpoint: the events it covers are on disk
 
 Cheap things (scalars) are written often; expensive things (histograms of
 every weight and gradient, gate activations, matplotlib pictures) once per
 epoch by default, which costs a few percent of the training time
-(scripts/benchmark_logging.py measures it). `--no-tensorboard` swaps in
-`NoDashboard`, whose hooks do nothing.
+(scripts/benchmark_logging.py measures it).
 
 A resumed run never writes anything twice at the same step: the once-per-run
 summaries are written only when a run starts fresh (they sit at step 0, before
 any checkpoint, so a resume keeps them), and everything else is written at
-the step it describes, after which resume.discard_events_after removes what
-a crash left past the checkpoint.
+the step it describes, after which `trim_events_after`, called once a
+checkpoint is restored, removes what a crash left past that checkpoint.
 """
 
 from __future__ import annotations
@@ -34,8 +36,12 @@ from typing import Callable
 import keras
 import numpy as np
 import tensorflow as tf
+from google.protobuf.message import DecodeError
+from tensorboard.compat.proto import event_pb2
 
 from lstm_mnist.config import Config
+from lstm_mnist.durable import sync_folder, write_bytes
+from lstm_mnist.errors import plain_reason
 from lstm_mnist.figures import (
     confusion_matrix,
     confusion_matrix_figure,
@@ -45,9 +51,10 @@ from lstm_mnist.figures import (
 )
 from lstm_mnist.gates import model_gate_activations
 from lstm_mnist.reading import can_read_row_by_row, probabilities_after_each_row, settled_row
-from lstm_mnist.summaries import TensorBoardWriter
+from lstm_mnist.summaries import SummaryWriteError, TensorBoardWriter
 
-SAMPLE_INPUTS = 8  # validation digits shown as sequences of rows
+SAMPLE_INPUTS = 8  # training digits shown as sequences of rows
+GRADIENT_BATCH = 128  # training digits whose loss gradient is histogrammed
 GATE_BATCH = 128  # validation digits whose gate activations are histogrammed
 MISCLASSIFIED = 16  # wrongly classified validation digits shown per epoch
 READING_DIGITS = (1, 3, 4, 5, 7, 9)  # one validation image of each is read row by row
@@ -70,20 +77,20 @@ def timed(hook):
 class Dashboard:
     """Writes every TensorBoard summary of one run, at the right moments."""
 
-    def __init__(self, run_dir: Path, config: Config, model: keras.Model, x_val: np.ndarray, y_val: np.ndarray,
+    def __init__(self, run_dir: Path, config: Config, model: keras.Model, splits,
                  log: Callable[[str], None] = print):
-        """x_val: float32 [N, T, F]; y_val: int32 [N], the validation set; the fixed digits come from it."""
+        """splits: x_train, y_train, x_val, y_val (float32 [N, T, F], int32 [N]); the fixed digits come from them."""
         self.run_dir, self.config, self.model, self.log = run_dir, config, model, log
         self.writer = TensorBoardWriter(run_dir)
-        self.x_val, self.y_val = x_val, y_val
-        # The fixed digits: the same ones every epoch, so pictures can be compared across epochs.
-        self.reading_indices = [int(np.flatnonzero(y_val == digit)[0]) for digit in READING_DIGITS
-                                if np.any(y_val == digit)]
+        # The fixed digits: the same ones every epoch, so pictures and histograms compare across epochs.
+        self.x_train, self.y_train = splits.x_train, splits.y_train
+        self.x_val, self.y_val = splits.x_val, splits.y_val
+        self.reading_indices = [int(np.flatnonzero(self.y_val == digit)[0]) for digit in READING_DIGITS
+                                if np.any(self.y_val == digit)]
         self.tracing = False
         self.profile = config.profile and profiler_available(log)
         self.profiling = False
-        self.interval_started = time.perf_counter()
-        self.interval_examples = 0
+        self.interval_started, self.interval_examples = None, 0  # throughput clock; None: start at the next step
         self.seconds_writing = 0.0  # wall time spent in the hooks below (see `timed`)
 
     # --- Once per run ------------------------------------------------------------
@@ -94,23 +101,18 @@ class Dashboard:
         self.writer.text(config_dict, model_summary)
         self.writer.hparams(config_dict, trial_id=self.run_dir.name)
         self.writer.keras_graph(self.model)
-        if len(self.x_val):
-            shown = slice(0, SAMPLE_INPUTS)
-            self.writer.image("train", 0, "inputs/as_timesteps",
-                              sample_inputs_figure(self.x_val[shown], self.y_val[shown]),
-                              "validation digits as the LSTM reads them: row t of the image is the input at "
-                              "timestep t; the thin lines separate the 28 timesteps")
-        self.writer.flush()
+        self.writer.image("train", 0, "inputs/as_timesteps",
+                          sample_inputs_figure(self.x_train[:SAMPLE_INPUTS], self.y_train[:SAMPLE_INPUTS]),
+                          "training digits as the LSTM reads them: row t of the image is the input at "
+                          "timestep t; the thin lines separate the 28 timesteps")
         self.tracing = True  # trace the first training step for the GRAPHS tab
 
     # --- Around every training step ---------------------------------------------------
-    def start_epoch(self) -> None:
-        """Restart the throughput clock, so validation time is not counted as training time."""
-        self.interval_started, self.interval_examples = time.perf_counter(), 0
-
     @timed
     def before_step(self, step: int) -> None:
         """step: steps taken so far. Starts the graph trace or the profiler when their step comes."""
+        if self.interval_started is None:  # the epoch's first step: validation time is not training time
+            self.interval_started = time.perf_counter()
         if self.tracing:
             self.writer.start_graph_trace()
         if self.profile and step == PROFILE_STEPS[0]:
@@ -138,22 +140,24 @@ class Dashboard:
 
     # --- Once per epoch -------------------------------------------------------------
     @timed
-    def end_of_epoch(self, epoch: int, step: int, train: dict, validation: dict,
-                     val_predictions: np.ndarray, gradients: list) -> None:
+    def end_of_epoch(self, epoch: int, step: int, train: dict, validation: dict | None,
+                     val_predictions: np.ndarray) -> None:
         """Loss and accuracy every epoch; histograms and pictures every summary_every_epochs epochs.
 
-        val_predictions: int [N], the predicted digit for every validation
-        image, in order; gradients: the last training batch's gradients, one
-        per trainable weight.
+        validation: None when there is no validation set (--val-size 0): then
+        nothing is written for it. val_predictions: int [N], the predicted
+        digit of every validation image, in order.
         """
         self.writer.epoch(step, train, validation)
-        last = epoch == self.config.epochs
-        if epoch % self.config.summary_every_epochs == 0 or last:
+        if epoch % self.config.summary_every_epochs == 0 or epoch == self.config.epochs:
             self.writer.weights(step, self.model)
-            if gradients is not None:
-                self.writer.gradients(step, self.model, gradients)
-            if len(self.x_val):
+            batch = min(GRADIENT_BATCH, len(self.x_train))
+            self.writer.gradients(step, self.model, self.x_train[:batch], self.y_train[:batch],
+                                  f"the gradient of the mean loss on the first {batch} training digits "
+                                  "(the same digits every time, dropout off), before any clipping")
+            if validation is not None:
                 self.write_validation_pictures(step, val_predictions)
+        self.interval_started, self.interval_examples = None, 0
 
     def write_validation_pictures(self, step: int, predictions: np.ndarray) -> None:
         """Confusion matrix, misclassified digits, gate activations and row-by-row reading."""
@@ -169,7 +173,10 @@ class Dashboard:
             self.writer.image("validation", step, "validation/misclassified",
                               misclassified_figure(self.x_val[wrong], self.y_val[wrong], predictions[wrong]),
                               f"the first {len(wrong)} validation digits the network gets wrong")
-        self.writer.gate_activations(step, model_gate_activations(self.model, self.x_val[:GATE_BATCH]))
+        shown = self.x_val[:GATE_BATCH]
+        self.writer.gate_activations(step, model_gate_activations(self.model, shown),
+                                     f"the gate's values on the first {len(shown)} validation digits, "
+                                     "every unit and every row")
         if self.reading_indices and can_read_row_by_row(self.model):
             images = self.x_val[self.reading_indices]  # (N, T, F)
             probabilities = probabilities_after_each_row(self.model, images)  # (N, T, 10)
@@ -188,46 +195,18 @@ class Dashboard:
     def flush(self) -> None:
         self.writer.flush()
 
+    def close(self, quiet: bool = False) -> None:
+        """Stop the profiler if it runs; flush and close the event files. quiet: ignore write errors."""
+        if self.profiling:
+            tf.profiler.experimental.stop()
+            self.profiling = False
+        self.writer.close(quiet)
+
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, *exc_info):
-        if self.profiling:
-            tf.profiler.experimental.stop()
-        self.writer.close(quiet=exc_type is not None)  # a full disk must not hide the error already raised
-        return False
-
-
-class NoDashboard:
-    """`--no-tensorboard`: the same hooks, doing nothing (nothing is computed, nothing written)."""
-
-    seconds_writing = 0.0
-
-    def start_of_run(self, model_summary):
-        pass
-
-    def start_epoch(self):
-        pass
-
-    def before_step(self, step):
-        pass
-
-    def after_step(self, step, batch_size, loss, accuracy, learning_rate, gradient_norm):
-        pass
-
-    def end_of_epoch(self, epoch, step, train, validation, val_predictions, gradients):
-        pass
-
-    def end_of_run(self, step, test):
-        pass
-
-    def flush(self):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
+        self.close(quiet=exc_type is not None)  # a full disk must not hide the error already raised
         return False
 
 
@@ -238,3 +217,82 @@ def profiler_available(log: Callable[[str], None]) -> bool:
             "pip install tensorboard-plugin-profile and run again with --profile")
         return False
     return True
+
+
+# --- On resume: trim the event files back to the checkpoint ----------------------------
+EVENT_FOLDERS = ("train", "validation", "test")  # inside the run folder, which holds the HPARAMS events itself
+RECORD_FRAMING = 16  # bytes around each record: 8-byte length, its 4-byte CRC, then the data's 4-byte CRC
+
+
+def trim_events_after(run_dir: Path, step: int, log: Callable[[str], None]) -> int:
+    """Remove every TensorBoard event past `step` (the restored checkpoint) from the run's event files.
+
+    Returns how many events were removed. A last record cut off by a crash
+    (the writer killed mid-record) is dropped too. A file damaged inside (a
+    record failing its checksum) is kept exactly as it is, readable up to
+    the damage, and one line says so. Each trimmed file is rewritten durably
+    (durable.py: a fresh temporary file, fsync, rename, folder fsync), so a
+    crash here loses nothing. A symlink in place of an event file, an event
+    folder or the temporary file is refused, never followed.
+    """
+    removed = 0
+    try:
+        for path in event_files(run_dir):
+            content = path.read_bytes()
+            events, damaged = read_events(path)
+            starts = np.cumsum([0] + [len(raw) + RECORD_FRAMING for raw, _ in events])  # where each record begins
+            if damaged:  # the records after the damage cannot be found, so nothing is rewritten
+                log(f"TensorBoard: {path} is damaged at byte {starts[-1]} of {len(content)} (a record fails its "
+                    f"checksum); kept as it is, {len(events)} events readable before the damage, "
+                    f"none of its events after step {step} removed")
+                continue
+            keep = [index for index, (_, event) in enumerate(events)
+                    if not (event.HasField("summary") and event.step > step)]
+            if len(keep) < len(events) or starts[-1] < len(content):  # events to drop, or a cut-off last record
+                write_bytes(path, b"".join(content[starts[i]:starts[i + 1]] for i in keep))  # records as they were
+                removed += len(events) - len(keep)
+    except (OSError, tf.errors.OpError) as error:
+        raise SummaryWriteError(f"could not trim the TensorBoard events of {run_dir} to step {step} "
+                                f"({plain_reason(error)})") from None
+    return removed
+
+
+def event_files(run_dir: Path) -> list[Path]:
+    """The run's event files, after removing the temporary files of a trim that was killed."""
+    found = []
+    for folder in [run_dir, *(run_dir / name for name in EVENT_FOLDERS)]:
+        if folder != run_dir:
+            refuse_symlink(folder)
+        if folder.is_dir():
+            for stale in folder.glob(".events.out.tfevents.*.tmp"):  # TensorBoard would read it as events
+                refuse_symlink(stale)
+                stale.unlink()
+                sync_folder(folder)
+            for path in sorted(folder.glob("events.out.tfevents.*")):
+                refuse_symlink(path)
+                found.append(path)
+    return found
+
+
+def refuse_symlink(path: Path) -> None:
+    if path.is_symlink():
+        raise SummaryWriteError(f"refusing to trim TensorBoard events: {path} is a symbolic link "
+                                "(a run folder never contains one); remove it and resume again", exit_code=2)
+
+
+def read_events(path: Path) -> tuple[list[tuple[bytes, event_pb2.Event]], bool]:
+    """The records of an event file and their events, up to its end or a cut-off last record.
+
+    damaged (the second value) is True when a record inside the file fails
+    its checksum or does not parse; the records before it are returned.
+    """
+    events = []
+    try:
+        for record in tf.data.TFRecordDataset(str(path)):
+            raw = record.numpy()
+            events.append((raw, event_pb2.Event.FromString(raw)))
+    except tf.errors.DataLossError as error:
+        return events, "truncated record" not in error.message  # TensorFlow's words for a record that ends early
+    except DecodeError:
+        return events, True
+    return events, False

@@ -1,28 +1,23 @@
 """The four gates of an LSTM: where they live in Keras's weights, and what they do on real digits.
 
-A Keras LSTM keeps the weights of its four gates side by side in one fused
-matrix, in the order i, f, c, o (input gate, forget gate, cell candidate,
-output gate), each block `units` columns wide:
+A Keras LSTM keeps the weights of its four gates side by side in fused
+matrices, in the order of lstm_cell.py's `Gates` (input, forget, candidate,
+output), each block H (units) columns wide:
 
-    kernel            (D, 4H)   [ W_i | W_f | W_c | W_o ]   reads the input row x_t
-    recurrent_kernel  (H, 4H)   [ U_i | U_f | U_c | U_o ]   reads the previous hidden state h_{t-1}
-    bias              (4H,)     [ b_i | b_f | b_c | b_o ]
+    kernel            W (F, 4H)   [ input | forget | candidate | output ]   reads the layer's input x_t
+    recurrent_kernel  U (R, 4H)   [ input | forget | candidate | output ]   reads the previous h_{t-1}
+    bias              b (4H,)     [ input | forget | candidate | output ]
 
-At every timestep (every image row) the cell computes
+F is the width of what the layer reads (the 28 pixels of a row, for the
+first layer) and R the width of h_t, as in lstm_cell.py, whose equation (1)
+multiplies these matrices and whose equations (2)-(8) turn the four blocks
+into the gates and the new state.
 
-    z_t = x_t W + h_{t-1} U + b                 (B, 4H), split into four (B, H) blocks
-    i_t = sigmoid(z_i)   how much of the candidate to write
-    f_t = sigmoid(z_f)   how much of the old cell state to keep
-    g_t = tanh(z_c)      the candidate: what to write
-    o_t = sigmoid(z_o)   how much of the cell state to show as h_t
-    c_t = f_t * c_{t-1} + i_t * g_t
-    h_t = o_t * tanh(c_t)
-
-TensorBoard shows the fused matrices as one blur of numbers; `weight_gates`
-cuts them apart so each gate gets its own histogram, and
-`lstm_gate_activations` replays the equations above on a batch of digits so
-the histograms show what the gates actually do (a forget gate near 1 keeps
-its memory; one near 0 erases it).
+TensorBoard shows each fused matrix as one blur of numbers; `split_gates`
+cuts it apart so each gate gets its own histogram, and
+`lstm_gate_activations` replays equations (1)-(8) on a batch of digits so the
+histograms show what the gates actually do (a forget gate near 1 keeps its
+memory; one near 0 erases it).
 """
 
 from __future__ import annotations
@@ -30,11 +25,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from lstm_mnist.lstm_cell import ScratchLSTMCell, lstm_forward
-from lstm_mnist.model import layer_inputs
-
-# Keras's order of the four blocks in every fused LSTM weight.
-GATES = ("input", "forget", "cell", "output")
+from lstm_mnist.lstm_cell import Gates, ScratchLSTMCell, lstm_forward
 
 
 def is_lstm(layer: keras.layers.Layer) -> bool:
@@ -64,57 +55,65 @@ def lstm_layers(model: keras.Model) -> list[keras.layers.RNN]:
     return [lstm for _, _, lstm in named_lstms(model)]
 
 
-def split_gates(fused) -> dict[str, np.ndarray]:
-    """Cut a fused LSTM array (a weight or its gradient), [..., 4H], into its four [..., H] gate blocks."""
-    return dict(zip(GATES, np.split(np.asarray(fused), len(GATES), axis=-1)))  # (..., 4H) -> four (..., H)
+def split_gates(fused) -> Gates:
+    """Cut a fused LSTM array (a weight or its gradient), [..., 4H], into its four [..., H] gate blocks.
 
-
-def weight_gates(layer: keras.layers.RNN) -> dict[str, dict[str, np.ndarray]]:
-    """The kernel, recurrent kernel and bias of an LSTM, each cut into its four gates.
-
-    Returns {variable path: {"input": block, "forget": block, "cell": block,
-    "output": block}}; a block is (D, H) for the kernel, (H, H) for the
-    recurrent kernel and (H,) for the bias. The last axis holds the gates
-    side by side, so splitting it into four equal parts separates them.
+    The kernel's blocks are (F, H), the recurrent kernel's (R, H), the bias's (H,).
     """
+    return Gates(*np.split(np.asarray(fused), len(Gates._fields), axis=-1))  # (..., 4H) -> 4 x (..., H)
+
+
+def fused_weights(layer: keras.layers.RNN) -> list:
+    """The weights of an LSTM that hold its four gates side by side: W, U and b (when it has one)."""
     cell = layer.cell
-    variables = [cell.kernel, cell.recurrent_kernel] + ([cell.bias] if getattr(cell, "use_bias", True) else [])
-    return {variable.path: split_gates(variable) for variable in variables}
+    return [cell.kernel, cell.recurrent_kernel] + ([cell.bias] if getattr(cell, "use_bias", True) else [])
 
 
-def lstm_gate_activations(layer: keras.layers.RNN, inputs) -> dict[str, np.ndarray]:
+def layer_inputs(model: keras.Model, layer: keras.layers.Layer, pixel_rows) -> np.ndarray:
+    """What `layer` (a top-level layer of `model`) reads when `model` reads `pixel_rows`.
+
+    pixel_rows: float32 [B, T, F]. Returns float32 [B, T, F'], F' the width
+    of the layer's input: the pixel rows themselves for a first recurrent
+    layer, else the sequence the layers below hand up (after the input
+    projection, or the previous recurrent layer). Used here and in reading.py.
+    """
+    if layer.input is model.inputs[0]:
+        return np.asarray(pixel_rows, dtype=np.float32)
+    below = keras.Model(model.inputs[0], layer.input)  # shares every weight; builds nothing new
+    return keras.ops.convert_to_numpy(below(pixel_rows, training=False))
+
+
+def lstm_gate_activations(layer: keras.layers.RNN, inputs) -> Gates:
     """Replay `layer`'s equations on `inputs` and return what each gate computed at every step.
 
-    inputs: float32 [B, T, D], the sequence the layer reads (for the first
-    layer, the pixel rows). Returns {"input": i, "forget": f, "cell": g,
-    "output": o}, each float32 [B, T, H]; step t is the t-th row the layer
-    read (a backward layer reads the last row first).
+    inputs: float32 [B, T, F], the sequence the layer reads (for the first
+    layer, the pixel rows). Returns Gates, each float32 [B, T, H]; step t is
+    the t-th row the layer read (a backward layer reads the last row first).
 
     The replay is lstm_cell.lstm_forward, the package's one hand-written
-    LSTM, fed the layer's own weights (tests/test_dashboard.py checks that
-    it rebuilds Keras's hidden states). It assumes the standard sigmoid/tanh
+    LSTM, fed the layer's own weights (tests/test_dashboard.py checks that it
+    rebuilds Keras's hidden states). It assumes the standard sigmoid/tanh
     activations, which every model of this package uses.
     """
     cell = layer.cell
-    x = np.asarray(inputs, dtype=np.float32)  # (B, T, D)
+    x = np.asarray(inputs, dtype=np.float32)  # (B, T, F)
     if layer.go_backwards:
         x = x[:, ::-1]  # the backward half of a Bidirectional reads row 27 first
     _, _, gates = lstm_forward(x, cell.kernel, cell.recurrent_kernel, cell.bias,
                                peepholes=getattr(cell, "peephole_weights", None),
                                projection=getattr(cell, "projection_weights", None))
-    # lstm_forward calls the cell candidate `candidate`; TensorBoard's tags call it `cell`, like Keras's kernels.
-    return dict(zip(GATES, (gates.input, gates.forget, gates.candidate, gates.output)))  # each (B, T, H)
+    return gates  # each (B, T, H)
 
 
-def model_gate_activations(model: keras.Model, pixel_rows) -> dict[str, dict[str, np.ndarray]]:
+def model_gate_activations(model: keras.Model, pixel_rows) -> dict[str, Gates]:
     """Gate activations of every LSTM in `model` on `pixel_rows` (float32 [B, T, F]).
 
-    Returns {layer name: {gate: float32 [B, T, H]}}; the two halves of a
+    Returns {layer name: Gates, each float32 [B, T, H]}; the two halves of a
     Bidirectional are named "<wrapper>/<half>", e.g. "bidirectional_lstm_1/forward_lstm_1".
     """
     activations, inputs = {}, {}
     for layer, name, lstm in named_lstms(model):
         if layer.name not in inputs:  # both halves of a Bidirectional read the same sequence
-            inputs[layer.name] = layer_inputs(model, layer, pixel_rows)  # (B, T, D)
+            inputs[layer.name] = layer_inputs(model, layer, pixel_rows)  # (B, T, F')
         activations[name] = lstm_gate_activations(lstm, inputs[layer.name])
     return activations

@@ -19,7 +19,6 @@ Keras's cuDNN kernel eligible on a GPU, which is several times faster there.
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras import layers
 
 from lstm_mnist.config import CELL_TYPES, FEATURES, NUM_CLASSES, TIMESTEPS, Config
@@ -77,16 +76,3 @@ def build_model(config: Config) -> keras.Model:
     name = f"{'bi' if config.bidirectional else ''}{config.cell}_classifier"
     return keras.Model(inputs, logits, name=name)
 
-
-def layer_inputs(model: keras.Model, layer: keras.layers.Layer, pixel_rows) -> np.ndarray:
-    """What `layer` (a top-level layer of `model`) reads when `model` reads `pixel_rows`.
-
-    pixel_rows: float32 [B, T, F]. Returns float32 [B, T, D]: the pixel rows
-    themselves for a first recurrent layer, else the sequence the layers below
-    hand up (after the input projection, or the previous recurrent layer).
-    Used to look inside a trained model (gates.py, reading.py).
-    """
-    if layer.input is model.inputs[0]:
-        return np.asarray(pixel_rows, dtype=np.float32)
-    below = keras.Model(model.inputs[0], layer.input)  # shares every weight; builds nothing new
-    return keras.ops.convert_to_numpy(below(pixel_rows, training=False))

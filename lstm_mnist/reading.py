@@ -4,14 +4,16 @@ The classifier only looks at the last hidden state, h_27, after all 28 rows.
 But the recurrent layer computes a hidden state after every row, and the
 output layer can be applied to each of them:
 
-    rows x_0 .. x_27 -> recurrent layer (return every step) -> h_0 .. h_27   (B, T, H)
+    rows x_0 .. x_27 -> recurrent layer (return every step) -> h_0 .. h_27   (B, T, R)
                      -> the same Dense head on each h_t        -> logits     (B, T, 10)
                      -> softmax                                -> P(digit | rows 0..t)
 
-Row t of the result is the network's guess had the image ended there. The
-last row is exactly the trained model's answer; the rows before it show where
-the network makes up its mind (a 7 is often settled once its diagonal starts,
-a 4 and a 9 stay confused until the top closes or not).
+(R is the width of h_t, as in lstm_cell.py: H units, unless the scratch
+cell's projection shrinks it.) Row t of the result is the network's guess
+had the image ended there. The last row is exactly the trained model's
+answer; the rows before it show where the network makes up its mind (a 7
+is often settled once its diagonal starts, a 4 and a 9 stay confused until
+the top closes or not).
 
 Nothing is retrained or copied: the last recurrent layer's cell (its weights)
 is wrapped in a second `keras.layers.RNN` that returns every step, and the
@@ -23,7 +25,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from lstm_mnist.model import layer_inputs
+from lstm_mnist.gates import layer_inputs
 
 
 def last_recurrent_layer(model: keras.Model) -> keras.layers.Layer:
@@ -52,12 +54,12 @@ def probabilities_after_each_row(model: keras.Model, pixel_rows) -> np.ndarray:
         raise ValueError("a bidirectional model cannot be read row by row: its backward half "
                          "reads the rows bottom to top")
     # What the last recurrent layer reads: the pixel rows, or what the layers below it hand up.
-    sequence_in = layer_inputs(model, last, pixel_rows)  # (B, T, D)
+    sequence_in = layer_inputs(model, last, pixel_rows)  # (B, T, F')
     # The same cell object, hence the same weights, stepped over every row.
     every_step = keras.layers.RNN(last.cell, return_sequences=True, go_backwards=last.go_backwards)
-    hidden = every_step(sequence_in)  # (B, T, H)
+    hidden = every_step(sequence_in)  # (B, T, R)
     # The model's own output layer; Dense acts on the last axis, so on each step.
-    logits = model.get_layer("logits")(hidden)  # (B, T, H) -> (B, T, 10)
+    logits = model.get_layer("logits")(hidden)  # (B, T, R) -> (B, T, 10)
     return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
 
 

@@ -1,4 +1,4 @@
-"""What each run writes to TensorBoard, and under which tags.
+"""What each run writes to TensorBoard, and under which tags (dashboard.py decides when).
 
 Four event-file folders per training run; TensorBoard shows each as a run,
 so the same tag in two of them is drawn as two overlaid curves:
@@ -21,22 +21,22 @@ so the same tag in two of them is drawn as two overlaid curves:
 
 The x-axis is always the global training step (the optimizer's iteration
 count), so train and validation points line up. What is written once is
-written at step 0.
+written at step 0. A folder is created when something is first written to
+it: a run without a validation set (--val-size 0) has no validation folder.
 
 Histogram tags use each variable's Keras path, e.g.
 `weights/lstm_1/lstm_cell/recurrent_kernel`. The stock Keras TensorBoard
 callback names them by the bare weight name (`kernel`, `bias`), so every
 layer's kernel lands under one tag and the histograms collide. An LSTM keeps
 its four gates in one fused kernel; `weights_by_gate/.../forget` is the forget
-gate's slice of it (see gates.py).
-
-This module knows *how* and *under which tag* to write; dashboard.py decides
-*when*.
+gate's slice of it, and <gate> is one of lstm_cell.Gates: input, forget,
+candidate, output (see gates.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import shlex
 from pathlib import Path
 
 import keras
@@ -45,8 +45,8 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
-from lstm_mnist.checkpoint import plain_reason
-from lstm_mnist.gates import lstm_layers, split_gates, weight_gates
+from lstm_mnist.errors import OneLineError, plain_reason
+from lstm_mnist.gates import Gates, fused_weights, lstm_layers, split_gates
 
 # Metrics the HPARAMS tab shows next to each run's settings: (run folder, tag).
 HPARAMS_METRICS = (
@@ -55,18 +55,25 @@ HPARAMS_METRICS = (
     ("validation", "epoch/accuracy"),
     ("validation", "epoch/loss"),
 )
+# Settings that say where things are, not how the model is trained.
+NOT_HYPERPARAMETERS = ("data", "log_dir", "name", "log_every_steps", "tensorboard", "summary_every_epochs", "profile",
+                       "checkpoint_every_steps")
 HISTOGRAM_BUCKETS = 30  # what tf.summary.histogram uses
+
+
+class SummaryWriteError(OneLineError):
+    """An event file could not be written or trimmed (a full disk, a lost mount, a planted symlink)."""
 
 
 def histogram_buckets(values, bucket_count: int = HISTOGRAM_BUCKETS) -> np.ndarray:
     """TensorBoard's histogram of `values` (any shape): float64 [bucket_count, 3] rows of (left, right, count).
 
-    The same equal-width buckets from min to max that `tf.summary.histogram`
-    computes, computed with NumPy. Why not call it: it counts by building a
-    float64 one-hot matrix of size (values x 30); for the gate activations
-    (four tensors of 229k values) that was over half of all logging time on a
-    2-core CPU. tests/test_dashboard.py checks both give the same buckets.
+    The same equal-width buckets from min to max as `tf.summary.histogram`
+    (tests/test_dashboard.py checks it against TensorBoard's own `_buckets`).
     """
+    # Why not tf.summary.histogram: `python scripts/benchmark_histograms.py` (2 shared CPU cores) measured it 14-17x
+    # as slow on the 34 weight and gradient histograms (~25 eager ops per call) and 2-7x on the gate activations
+    # (a values x 30 one-hot matrix): 0.15-0.3 s more per epoch, up to the whole 3% that logging may cost.
     data = np.asarray(values, dtype=np.float64).ravel()
     if data.size == 0:
         return np.zeros((bucket_count, 3))
@@ -89,13 +96,22 @@ def histogram(tag: str, values, description: str = "") -> None:
     tf.summary.write(tag, tf.constant(histogram_buckets(values)), metadata=metadata)
 
 
-# Settings that say where things are, not how the model is trained.
-NOT_HYPERPARAMETERS = ("data", "log_dir", "name", "log_every_steps", "tensorboard", "summary_every_epochs", "profile",
-                       "checkpoint_every_steps")
+def gate_histograms(prefix: str, gates: Gates, description: str = "") -> None:
+    """One histogram per gate: `<prefix>/input`, `<prefix>/forget`, `<prefix>/candidate`, `<prefix>/output`."""
+    for gate, values in gates._asdict().items():
+        histogram(f"{prefix}/{gate}", values, description)
 
 
-class SummaryWriteError(Exception):
-    """An event file could not be written (a full disk, a lost mount). The message is one line for a person."""
+def loss_gradients(model: keras.Model, x, y) -> list:
+    """d(mean loss)/d(weight) on one batch, x float32 [B, T, F], y int32 [B]: one array per trainable weight.
+
+    Dropout is off (training=False), so no random numbers are drawn and the
+    training run is the same with or without TensorBoard.
+    """
+    with tf.GradientTape() as tape:
+        logits = model(x, training=False)  # (B, T, F) -> (B, 10)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+    return [np.asarray(gradient) for gradient in tape.gradient(loss, model.trainable_variables)]
 
 
 class TensorBoardWriter:
@@ -103,27 +119,34 @@ class TensorBoardWriter:
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
-        self.run = tf.summary.create_file_writer(str(run_dir))  # the HParams session
-        self.train = tf.summary.create_file_writer(str(run_dir / "train"))
-        self.validation = tf.summary.create_file_writer(str(run_dir / "validation"))
-        self.test = tf.summary.create_file_writer(str(run_dir / "test"))
+        self.writers = {}  # folder ("" for the run folder, "train", "validation", "test") -> tf.summary writer
 
     @contextlib.contextmanager
-    def writing(self, writer, step: int):
-        """Make `writer` the default at `step`; a failed write (seen when it flushes on exit) becomes one line."""
+    def one_line_errors(self, step: int | None = None):
+        """Turn a failed write (a full disk, a lost mount) into SummaryWriteError, one line for a person."""
         try:
-            with writer.as_default(step=step):
-                yield
+            yield
         except tf.errors.OpError as error:
+            where = "" if step is None else f" at step {step}"
             raise SummaryWriteError(
-                f"could not write TensorBoard events to {self.run_dir} at step {step} ({plain_reason(error)}); "
-                f"make room, then continue with: lstm-mnist train --resume {self.run_dir}") from None
+                f"could not write TensorBoard events to {self.run_dir}{where} ({plain_reason(error)}); "
+                f"make room, then continue with: lstm-mnist train --resume {shlex.quote(str(self.run_dir))}"
+            ) from None
+
+    @contextlib.contextmanager
+    def writing(self, folder: str, step: int):
+        """Make `folder`'s writer (created on first use) the default at `step`; it flushes on exit."""
+        with self.one_line_errors(step):
+            if folder not in self.writers:
+                self.writers[folder] = tf.summary.create_file_writer(str(self.run_dir / folder))
+            with self.writers[folder].as_default(step=step):
+                yield
 
     # --- Scalars -------------------------------------------------------------
     def step(self, step: int, loss: float, accuracy: float, learning_rate: float, gradient_norm: float,
              examples_per_second: float | None = None) -> None:
         """Scalars of one training batch (noisy; TensorBoard's smoothing slider helps)."""
-        with self.writing(self.train, step):
+        with self.writing("train", step):
             tf.summary.scalar("step/loss", loss)
             tf.summary.scalar("step/accuracy", accuracy)
             tf.summary.scalar("optimizer/learning_rate", learning_rate)
@@ -132,57 +155,50 @@ class TensorBoardWriter:
                 tf.summary.scalar("throughput/examples_per_second", examples_per_second,
                                   description="training images per second since the previous point")
 
-    def epoch(self, step: int, train: dict, validation: dict) -> None:
+    def epoch(self, step: int, train: dict, validation: dict | None) -> None:
         """Epoch means of loss and accuracy, under the same tags in both runs so they overlay."""
-        for writer, metrics in ((self.train, train), (self.validation, validation)):
-            with self.writing(writer, step):
-                tf.summary.scalar("epoch/loss", metrics["loss"])
-                tf.summary.scalar("epoch/accuracy", metrics["accuracy"])
+        for folder, metrics in (("train", train), ("validation", validation)):
+            if metrics is not None:
+                with self.writing(folder, step):
+                    tf.summary.scalar("epoch/loss", metrics["loss"])
+                    tf.summary.scalar("epoch/accuracy", metrics["accuracy"])
 
     def final(self, step: int, test: dict) -> None:
-        with self.writing(self.test, step):
+        with self.writing("test", step):
             tf.summary.scalar("final/loss", test["loss"])
             tf.summary.scalar("final/accuracy", test["accuracy"])
 
     # --- Histograms ----------------------------------------------------------
     def weights(self, step: int, model: keras.Model) -> None:
         """One histogram per weight tensor, tagged by its unique Keras path, and one per LSTM gate."""
-        with self.writing(self.train, step):
-            for variable in model.weights:
-                histogram(f"weights/{variable.path}", variable)
+        self.fused_histograms(step, "weights", model, {variable.path: variable for variable in model.weights})
+
+    def gradients(self, step: int, model: keras.Model, x, y, description: str) -> None:
+        """The same for the loss gradient on the batch (x, y): one per trainable weight, one per LSTM gate."""
+        paths = [variable.path for variable in model.trainable_variables]
+        self.fused_histograms(step, "gradients", model, dict(zip(paths, loss_gradients(model, x, y))), description)
+
+    def fused_histograms(self, step: int, kind: str, model: keras.Model, arrays: dict, description: str = "") -> None:
+        """arrays: {variable path: values}. Tags `<kind>/<path>`, and `<kind>_by_gate/<path>/<gate>` for an LSTM's."""
+        with self.writing("train", step):
+            for path, values in arrays.items():
+                histogram(f"{kind}/{path}", values, description)
             for layer in lstm_layers(model):
-                for path, gates in weight_gates(layer).items():
-                    for gate, block in gates.items():
-                        histogram(f"weights_by_gate/{path}/{gate}", block)
+                for variable in fused_weights(layer):
+                    if variable.path in arrays:
+                        gate_histograms(f"{kind}_by_gate/{variable.path}", split_gates(arrays[variable.path]),
+                                        description)
 
-    def gradients(self, step: int, model: keras.Model, gradients: list) -> None:
-        """Histograms of one batch's gradients, one per trainable weight (and per LSTM gate).
-
-        gradients: one tensor per `model.trainable_variables`, same shapes.
-        """
-        with self.writing(self.train, step):
-            by_path = {}
-            for variable, gradient in zip(model.trainable_variables, gradients, strict=True):
-                histogram(f"gradients/{variable.path}", gradient)
-                by_path[variable.path] = np.asarray(gradient)
-            for layer in lstm_layers(model):
-                for path in weight_gates(layer):
-                    if path in by_path:
-                        for gate, block in split_gates(by_path[path]).items():
-                            histogram(f"gradients_by_gate/{path}/{gate}", block)
-
-    def gate_activations(self, step: int, activations: dict) -> None:
-        """activations: {layer name: {gate: float [B, T, H]}} from gates.model_gate_activations."""
-        with self.writing(self.validation, step):
+    def gate_activations(self, step: int, activations: dict[str, Gates], description: str) -> None:
+        """activations: {layer name: Gates, each float [B, T, H]} from gates.model_gate_activations."""
+        with self.writing("validation", step):
             for layer_name, gates in activations.items():
-                for gate, values in gates.items():
-                    histogram(f"gate_activations/{layer_name}/{gate}", values,
-                              description=f"{gate} gate values on a fixed validation batch, every unit and every row")
+                gate_histograms(f"gate_activations/{layer_name}", gates, description)
 
     # --- Images --------------------------------------------------------------
-    def image(self, run: str, step: int, tag: str, pixels: np.ndarray, description: str) -> None:
-        """One RGB picture, uint8 [height, width, 3], into the `run` folder ("train" or "validation")."""
-        with self.writing(getattr(self, run), step):
+    def image(self, folder: str, step: int, tag: str, pixels: np.ndarray, description: str) -> None:
+        """One RGB picture, uint8 [height, width, 3], into `folder` ("train" or "validation")."""
+        with self.writing(folder, step):
             tf.summary.image(tag, pixels[np.newaxis], description=description)  # (H, W, 3) -> (1, H, W, 3)
 
     # --- Once per run: text, graphs, hyperparameters ---------------------------
@@ -191,27 +207,21 @@ class TensorBoardWriter:
         rows = "\n".join(f"| `{name}` | `{value!r}` |" for name, value in config_dict.items())
         # Four leading spaces make a Markdown code block, which keeps the summary's table aligned.
         summary_block = "\n".join("    " + line for line in model_summary.splitlines())
-        with self.writing(self.train, 0):
+        with self.writing("train", 0):
             tf.summary.text("run/config", f"| setting | value |\n|---|---|\n{rows}")
             tf.summary.text("run/model_summary", summary_block)
 
-    def keras_graph(self, model: keras.Model) -> bool:
-        """The model's layers as a conceptual graph (GRAPHS tab, tag `keras`). False if it cannot be had.
+    def keras_graph(self, model: keras.Model) -> None:
+        """The model's layers as a conceptual graph (GRAPHS tab, tag `keras`), written by Keras itself.
 
-        This is what Keras's own TensorBoard callback writes (its
-        `keras_model_summary`, which Keras 3 keeps private): the model's JSON
-        config under the `graph_keras_model` plugin, which TensorBoard draws as
-        one box per layer.
+        Keras's own TensorBoard callback writes it when given the model: the
+        model's JSON config, which TensorBoard draws as one box per layer. The
+        callback uses a writer of its own, hence a second event file in train/.
         """
-        try:
-            model_json = model.to_json()
-        except Exception:  # a model with custom, unserializable layers: skip the picture, keep training
-            return False
-        metadata = tf.compat.v1.SummaryMetadata()
-        metadata.plugin_data.plugin_name = "graph_keras_model"
-        metadata.plugin_data.content = b"1"  # the plugin's format version
-        with self.writing(self.train, 0):
-            return bool(tf.summary.write("keras", model_json, step=0, metadata=metadata))
+        callback = keras.callbacks.TensorBoard(log_dir=str(self.run_dir), write_graph=True)
+        with self.one_line_errors(0):
+            callback.set_model(model)  # writes <run_dir>/train, tag `keras`, step 0
+            callback.on_train_end()  # closes the callback's writer
 
     def start_graph_trace(self) -> None:
         """Record the op graph of the next tf.function call (end with `export_graph_trace`)."""
@@ -219,7 +229,7 @@ class TensorBoardWriter:
 
     def export_graph_trace(self) -> None:
         """Write the graph recorded since `start_graph_trace` as tag `train_step`, at step 0."""
-        with self.writing(self.train, 0):
+        with self.writing("train", 0):
             tf.summary.trace_export("train_step", step=0)
 
     def hparams(self, config_dict: dict, trial_id: str) -> None:
@@ -232,29 +242,22 @@ class TensorBoardWriter:
         values = {name: value for name, value in config_dict.items() if name not in NOT_HYPERPARAMETERS}
         metrics = [hparams_api.Metric(tag, group=group, display_name=f"{group} {tag.split('/')[-1]}")
                    for group, tag in HPARAMS_METRICS]
-        with self.writing(self.run, 0):
+        with self.writing("", 0):
             hparams_api.hparams_config(hparams=[hparams_api.HParam(name) for name in values], metrics=metrics)
             hparams_api.hparams(values, trial_id=trial_id)
 
     # --- Housekeeping ---------------------------------------------------------
     def flush(self) -> None:
-        for writer in (self.run, self.train, self.validation, self.test):
-            with self.writing(writer, step=0):  # as_default() flushes on exit
-                pass
+        with self.one_line_errors():
+            for writer in self.writers.values():
+                writer.flush()
 
     def close(self, quiet: bool = False) -> None:
         """Flush and close every writer. quiet: ignore write errors (another error is already on its way)."""
-        for writer in (self.run, self.train, self.validation, self.test):
+        for writer in self.writers.values():
             try:
-                writer.close()
-            except tf.errors.OpError as error:
+                with self.one_line_errors():
+                    writer.close()
+            except SummaryWriteError:
                 if not quiet:
-                    raise SummaryWriteError(f"could not write TensorBoard events to {self.run_dir} "
-                                            f"({plain_reason(error)})") from None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, *exc_info):
-        self.close(quiet=exc_type is not None)
-        return False
+                    raise

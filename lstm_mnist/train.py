@@ -15,6 +15,7 @@ before clipping) can be read straight from the step that computed them.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -27,11 +28,10 @@ import tensorflow as tf
 
 from lstm_mnist.checkpoint import Checkpointer
 from lstm_mnist.config import FEATURES, TIMESTEPS, Config
-from lstm_mnist.dashboard import Dashboard, NoDashboard
+from lstm_mnist.dashboard import Dashboard, trim_events_after
 from lstm_mnist.data import default_cache_dir, load_mnist, make_dataset, split_mnist
 from lstm_mnist.interrupt import SIGNAL_NAMES, StopRequests
 from lstm_mnist.model import build_model
-from lstm_mnist.resume import discard_events_after
 from lstm_mnist.rundir import create_run_dir, write_json
 
 
@@ -96,9 +96,7 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, c
     """Return a compiled function that takes one gradient step on a batch.
 
     x: float32 [B, 28, 28]; y: int32 [B]. Returns the batch's mean loss,
-    its accuracy and the global gradient norm before clipping (scalars), and
-    the gradients before clipping (one per trainable weight, for TensorBoard's
-    histograms; returning them costs nothing, they are computed anyway).
+    its accuracy and the global gradient norm before clipping (scalars).
     """
 
     @tf.function(reduce_retracing=True)
@@ -117,7 +115,7 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, c
         optimizer.apply_gradients(zip(applied, model.trainable_variables))
         metrics.update(y, logits)
         accuracy = tf.reduce_mean(tf.cast(tf.argmax(logits, axis=-1, output_type=tf.int32) == y, tf.float32))
-        return loss, accuracy, gradient_norm, gradients
+        return loss, accuracy, gradient_norm
 
     return train_step
 
@@ -218,21 +216,19 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
     step = 0
     if resume_dir is not None:
         step = checkpointer.restore_latest()  # weights, Adam's state, step counter, metrics
-        removed = discard_events_after(run_dir, step)
+        removed = trim_events_after(run_dir, step, log)
         where = f"epoch {step // steps_per_epoch + 1}" if step < config.epochs * steps_per_epoch \
             else f"all {config.epochs} epochs done"
         log(f"resumed: {run_dir} at step {step} ({where}); "
             f"removed {removed} TensorBoard events written after that checkpoint")
     resume_command = f"lstm-mnist train --resume {run_dir}"
 
-    dashboard = Dashboard(run_dir, config, model, splits.x_val, splits.y_val, log) if config.tensorboard \
-        else NoDashboard()
-    if resume_dir is None:
+    dashboard = Dashboard(run_dir, config, model, splits, log) if config.tensorboard else None
+    if dashboard and resume_dir is None:
         dashboard.start_of_run("\n".join(summary_lines))  # written once, at step 0; a resume keeps them
     show_progress_bar = sys.stdout.isatty()
-    gradients = None  # the latest batch's gradients, for the epoch's histograms
     validation = None  # stays None only when a resumed run had finished its last epoch already
-    with StopRequests() as stop, dashboard:
+    with StopRequests() as stop, dashboard or contextlib.nullcontext():
         # Where to start: the epoch holding `step`, after its first `step % steps_per_epoch` batches.
         first_epoch, batches_done = step // steps_per_epoch + 1, step % steps_per_epoch
         for epoch in range(first_epoch, config.epochs + 1):
@@ -245,10 +241,10 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
             # The same (seed, epoch) gives the same order as the interrupted run; skip what it already did.
             dataset = make_dataset(splits.x_train, splits.y_train, config.batch_size,
                                    shuffle_seed=(config.seed, epoch)).skip(skip)
-            dashboard.start_epoch()
             for batch, (x, y) in enumerate(dataset, start=skip + 1):
-                dashboard.before_step(step)
-                loss, accuracy, gradient_norm, gradients = train_step(x, y)
+                if dashboard:
+                    dashboard.before_step(step)
+                loss, accuracy, gradient_norm = train_step(x, y)
                 step = int(optimizer.iterations)  # steps taken so far, over all epochs
                 loss, gradient_norm = float(loss), float(gradient_norm)  # tensors -> Python floats, once
                 if not (math.isfinite(loss) and math.isfinite(gradient_norm)):
@@ -259,8 +255,9 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
                         f"the last checkpoint (step {checkpointer.latest_step}) is kept in {run_dir}; "
                         "try a lower --learning-rate or --clip-norm 1", exit_code=1)
                 # The learning rate is passed as a function: the schedule is evaluated only on the steps it is logged.
-                dashboard.after_step(step, len(y), loss, float(accuracy),
-                                     lambda: float(optimizer.learning_rate), gradient_norm)
+                if dashboard:
+                    dashboard.after_step(step, len(y), loss, float(accuracy),
+                                         lambda: float(optimizer.learning_rate), gradient_norm)
                 if progress is not None:
                     progress.update(batch, values=list(train_metrics.result().items()))
                 if batch == steps_per_epoch:
@@ -274,10 +271,10 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
             train = train_metrics.result()
             val_predictions = []
             validation = evaluate(eval_step, eval_metrics, val_dataset, val_predictions)
-            dashboard.end_of_epoch(epoch, step, train, validation,
-                                   np.concatenate(val_predictions) if val_predictions else np.zeros(0, np.int64),
-                                   gradients)
-            dashboard.flush()  # events up to this step are on disk before the checkpoint says so
+            if dashboard:
+                dashboard.end_of_epoch(epoch, step, train, validation if len(splits.x_val) else None,
+                                       np.concatenate(val_predictions) if val_predictions else np.zeros(0, np.int64))
+                dashboard.flush()  # events up to this step are on disk before the checkpoint says so
             checkpointer.save(step)
             log(f"epoch {epoch}/{config.epochs}  "
                 f"train_loss {train['loss']:.4f}  train_accuracy {train['accuracy']:.4f}  "
@@ -291,7 +288,8 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
             # the checkpoint holds the last epoch's train metrics; recompute validation.
             train, validation = train_metrics.result(), evaluate(eval_step, eval_metrics, val_dataset)
         test = evaluate(eval_step, eval_metrics, test_dataset)
-        dashboard.end_of_run(step, test)
+        if dashboard:
+            dashboard.end_of_run(step, test)
 
     model.save(run_dir / "model.keras")
     metrics = {
@@ -305,7 +303,8 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print,
         "epochs": config.epochs,
         "steps": step,
         "seconds": round(time.time() - started, 1),
-        "tensorboard_seconds": round(dashboard.seconds_writing, 1),  # of those, spent writing summaries
+        # Of those, the seconds spent writing summaries.
+        "tensorboard_seconds": round(dashboard.seconds_writing if dashboard else 0.0, 1),
     }
     write_json(run_dir / "metrics.json", metrics)
     which = f"the first {len(splits.x_test):,}" if config.test_examples else f"all {len(splits.x_test):,}"

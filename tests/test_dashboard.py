@@ -1,19 +1,31 @@
 """The pieces behind the TensorBoard pictures, each checked against a reference.
 
-- per-gate slices are the kernel's column blocks in Keras's order i, f, c, o;
+- per-gate slices are the kernel's column blocks in Keras's order: input, forget, candidate, output;
 - the replayed gate activations rebuild exactly the hidden states Keras's LSTM computes;
 - the row-by-row probabilities end in the model's own prediction and never look ahead;
 - the confusion matrix matches `tf.math.confusion_matrix`;
-- `--no-tensorboard`, `--summary-every-epochs` and `--profile` do what they say.
+- `--no-tensorboard`, `--summary-every-epochs`, `--profile` and `--val-size 0` do what they say;
+- the gradient histograms are of the loss on the first 128 training digits (checked against Keras);
+- on resume, event files are trimmed to the checkpoint: a cut-off last record is dropped, a file
+  damaged inside is kept as it is with one line, and no symlink is ever followed.
 """
+
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from lstm_mnist.config import FEATURES, NUM_CLASSES, TIMESTEPS, Config
+from lstm_mnist.dashboard import Dashboard, trim_events_after
 from lstm_mnist.figures import (
     confusion_matrix,
     confusion_matrix_figure,
@@ -21,17 +33,11 @@ from lstm_mnist.figures import (
     reading_row_by_row_figure,
     sample_inputs_figure,
 )
-from lstm_mnist.gates import (
-    GATES,
-    lstm_gate_activations,
-    lstm_layers,
-    model_gate_activations,
-    split_gates,
-    weight_gates,
-)
+from lstm_mnist.gates import fused_weights, lstm_gate_activations, lstm_layers, model_gate_activations, split_gates
+from lstm_mnist.lstm_cell import Gates
 from lstm_mnist.model import build_model
 from lstm_mnist.reading import can_read_row_by_row, probabilities_after_each_row, settled_row
-from lstm_mnist.summaries import histogram_buckets
+from lstm_mnist.summaries import SummaryWriteError, histogram_buckets
 from lstm_mnist.train import train_and_evaluate
 
 
@@ -51,16 +57,15 @@ def test_gate_slices_are_the_kernel_column_blocks():
     keras.utils.set_random_seed(0)
     model = build_model(Config(units=8))
     (lstm,) = [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
-    slices = weight_gates(lstm)
+    assert fused_weights(lstm) == [lstm.cell.kernel, lstm.cell.recurrent_kernel, lstm.cell.bias]
     kernel = lstm.cell.kernel.numpy()  # (F, 4H)
-    assert set(slices) == {lstm.cell.kernel.path, lstm.cell.recurrent_kernel.path, lstm.cell.bias.path}
-    for number, gate in enumerate(GATES):
-        np.testing.assert_array_equal(slices[lstm.cell.kernel.path][gate], kernel[:, number * 8:(number + 1) * 8])
+    for number, block in enumerate(split_gates(kernel)):
+        np.testing.assert_array_equal(block, kernel[:, number * 8:(number + 1) * 8])
     # unit_forget_bias=True: the forget block of the bias, and only it, starts at 1.
-    bias = slices[lstm.cell.bias.path]
-    np.testing.assert_array_equal(bias["forget"], np.ones(8))
-    np.testing.assert_array_equal(bias["input"], np.zeros(8))
-    assert list(split_gates(np.arange(8.0))) == list(GATES)
+    bias = split_gates(lstm.cell.bias)
+    np.testing.assert_array_equal(bias.forget, np.ones(8))
+    np.testing.assert_array_equal(bias.input, np.zeros(8))
+    np.testing.assert_array_equal(bias.candidate, np.zeros(8))
 
 
 @pytest.mark.parametrize("go_backwards", [False, True])
@@ -73,15 +78,15 @@ def test_replayed_gates_rebuild_kerass_hidden_states(go_backwards):
     trained_looking(layer)
     reference = keras.ops.convert_to_numpy(layer(x))  # (B, T, H)
     gates = lstm_gate_activations(layer, x)
-    assert all(gates[gate].shape == (3, TIMESTEPS, 6) for gate in GATES)
+    assert all(gate.shape == (3, TIMESTEPS, 6) for gate in gates)
     c = np.zeros((3, 6), np.float32)
     hidden = []
     for t in range(TIMESTEPS):
-        c = gates["forget"][:, t] * c + gates["input"][:, t] * gates["cell"][:, t]
-        hidden.append(gates["output"][:, t] * np.tanh(c))
+        c = gates.forget[:, t] * c + gates.input[:, t] * gates.candidate[:, t]
+        hidden.append(gates.output[:, t] * np.tanh(c))
     np.testing.assert_allclose(np.stack(hidden, axis=1), reference, atol=1e-5)
-    assert gates["forget"].min() >= 0 and gates["forget"].max() <= 1
-    assert gates["cell"].min() >= -1 and gates["cell"].max() <= 1
+    assert gates.forget.min() >= 0 and gates.forget.max() <= 1
+    assert gates.candidate.min() >= -1 and gates.candidate.max() <= 1
 
 
 def test_gate_activations_of_stacked_and_bidirectional_models():
@@ -91,7 +96,7 @@ def test_gate_activations_of_stacked_and_bidirectional_models():
     assert set(activations) == {f"bidirectional_lstm_{n}/{half}_lstm_{n}" for n in (1, 2)
                                 for half in ("forward", "backward")}
     for gates in activations.values():
-        assert all(gates[gate].shape == (2, TIMESTEPS, 4) for gate in GATES)
+        assert all(gate.shape == (2, TIMESTEPS, 4) for gate in gates)
 
 
 @pytest.mark.parametrize("settings", [dict(), dict(layers=2, input_projection=6, dropout=0.2), dict(cell="gru")])
@@ -213,9 +218,130 @@ def test_the_hand_written_cell_gets_the_same_gate_pictures():
     scratch_model.set_weights(keras_model.get_weights())  # same shapes, same order
     x = random_rows(2)
     (keras_lstm,), (scratch_lstm,) = lstm_layers(keras_model), lstm_layers(scratch_model)
-    for gate in GATES:
-        np.testing.assert_allclose(lstm_gate_activations(scratch_lstm, x)[gate],
-                                   lstm_gate_activations(keras_lstm, x)[gate], atol=1e-6)
-    assert set(weight_gates(scratch_lstm)) == {v.path for v in scratch_lstm.cell.weights}
+    for scratch_gate, keras_gate in zip(lstm_gate_activations(scratch_lstm, x), lstm_gate_activations(keras_lstm, x)):
+        np.testing.assert_allclose(scratch_gate, keras_gate, atol=1e-6)
+    assert fused_weights(scratch_lstm) == scratch_lstm.cell.weights
     np.testing.assert_allclose(probabilities_after_each_row(scratch_model, x),
                                probabilities_after_each_row(keras_model, x), atol=1e-5)
+
+
+def test_without_a_validation_set_nothing_is_written_for_it_and_gradients_come_from_fixed_training_digits(tmp_path):
+    """The hooks on their own: validation None (--val-size 0), gradients on the first 128 training digits."""
+    keras.utils.set_random_seed(0)
+    config = Config(units=8, epochs=1, val_size=0, log_dir=str(tmp_path))
+    model = trained_looking(build_model(config))
+    x_train = random_rows(200)
+    y_train = np.arange(200, dtype=np.int32) % NUM_CLASSES
+    no_images = np.zeros((0, TIMESTEPS, FEATURES), np.float32)
+    splits = SimpleNamespace(x_train=x_train, y_train=y_train, x_val=no_images, y_val=np.zeros(0, np.int32))
+    run_dir = tmp_path / "run"
+    with Dashboard(run_dir, config, model, splits, log=lambda line: None) as dashboard:
+        dashboard.start_of_run("the model summary")
+        dashboard.end_of_epoch(1, 2, {"loss": 2.3, "accuracy": 0.1}, None, np.zeros(0, np.int64))
+        dashboard.end_of_run(2, {"loss": 2.2, "accuracy": 0.2})
+    assert sorted(path.name for path in run_dir.iterdir() if path.is_dir()) == ["test", "train"]  # no validation/
+    train = EventAccumulator(str(run_dir / "train"), size_guidance={"tensors": 0})
+    train.Reload()
+    assert {"epoch/loss", "inputs/as_timesteps", "gradients_by_gate/lstm_1/lstm_cell/kernel/candidate"} \
+        <= set(train.Tags()["tensors"])
+    # The written gradient is the mean loss's gradient on the first 128 training digits, computed here by Keras.
+    with tf.GradientTape() as tape:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y_train[:128], model(x_train[:128]))
+    expected = tape.gradient(loss, model.get_layer("lstm_1").cell.kernel).numpy()  # (F, 4H)
+    (event,) = train.Tensors("gradients/lstm_1/lstm_cell/kernel")
+    buckets = tf.make_ndarray(event.tensor_proto)  # (30, 3): left, right, count
+    np.testing.assert_allclose([buckets[0, 0], buckets[-1, 1]], [expected.min(), expected.max()], rtol=1e-4)
+    assert buckets[:, 2].sum() == expected.size
+
+
+# --- Trimming event files on resume -------------------------------------------------------------
+
+def write_events(folder, steps):
+    """A real event file in `folder` with one scalar at each step; returns its path."""
+    writer = tf.summary.create_file_writer(str(folder))
+    with writer.as_default():
+        for step in steps:
+            tf.summary.scalar("epoch/loss", float(step), step=step)
+    writer.close()
+    (path,) = folder.glob("events.out.tfevents.*")
+    return path
+
+
+def summary_steps(path):
+    return [event.step for event in EventFileLoader(str(path)).Load() if event.HasField("summary")]
+
+
+def record_starts(data: bytes) -> list[int]:
+    """Where each record of a TFRecord file begins: [8-byte length][4-byte CRC][data][4-byte CRC]."""
+    starts, position = [], 0
+    while position < len(data):
+        starts.append(position)
+        position += 16 + struct.unpack("<Q", data[position:position + 8])[0]
+    return starts
+
+
+def test_trimming_removes_events_past_the_checkpoint_and_a_cut_off_last_record(tmp_path):
+    run = tmp_path / "run"
+    train = write_events(run / "train", range(1, 11))
+    validation = write_events(run / "validation", range(2, 11, 2))
+    validation.write_bytes(validation.read_bytes()[:-10])  # a writer killed in the middle of the step-10 record
+    test = write_events(run / "test", [1, 2, 3])  # cut off too, but with no complete event past step 6
+    whole = test.read_bytes()
+    test.write_bytes(whole[:-10])
+    stale = run / "train" / f".{train.name}.99999.tmp"  # the temporary file of a trim killed before its rename
+    stale.write_bytes(b"half an event file")
+    lines = []
+    assert trim_events_after(run, 6, lines.append) == 4 + 1  # steps 7-10 of train, step 8 of validation
+    assert summary_steps(train) == [1, 2, 3, 4, 5, 6]
+    assert summary_steps(validation) == [2, 4, 6]
+    assert test.read_bytes() == whole[:record_starts(whole)[-1]]  # the complete records, byte for byte
+    assert not stale.exists() and not list(run.rglob(".*"))
+    assert lines == []
+    before = train.read_bytes()
+    assert trim_events_after(run, 6, lines.append) == 0 and train.read_bytes() == before  # nothing left to trim
+
+
+@pytest.mark.parametrize("where", ["data", "length"])
+def test_a_file_damaged_inside_is_kept_as_it_is_with_one_line(tmp_path, where):
+    run = tmp_path / "run"
+    train = write_events(run / "train", range(1, 11))
+    validation = write_events(run / "validation", range(1, 11))
+    data = bytearray(train.read_bytes())
+    fourth = record_starts(bytes(data))[4]  # record 0 is the file-version event; 4 is the step-4 scalar
+    data[fourth + (14 if where == "data" else 2)] ^= 0xFF  # a flipped bit in the record's data, or in its length
+    train.write_bytes(bytes(data))
+    lines = []
+    assert trim_events_after(run, 6, lines.append) == 4  # the intact file is still trimmed
+    assert train.read_bytes() == bytes(data)  # never cut short
+    assert summary_steps(validation) == [1, 2, 3, 4, 5, 6]
+    (line,) = lines
+    assert f"{train} is damaged at byte {fourth}" in line and "kept as it is" in line and "\n" not in line
+
+
+@pytest.mark.parametrize("planted", ["events file", "rewrite file", "event folder"])
+def test_trimming_never_follows_a_symlink(tmp_path, planted):
+    run, outside = tmp_path / "run", tmp_path / "outside"
+    target = write_events(outside, range(1, 11))
+    original = target.read_bytes()
+    if planted == "events file":
+        (run / "train").mkdir(parents=True)
+        (run / "train" / target.name).symlink_to(target)
+    elif planted == "rewrite file":
+        train = write_events(run / "train", range(1, 11))
+        (run / "train" / f".{train.name}.{os.getpid()}.tmp").symlink_to(target)
+    else:
+        run.mkdir()
+        (run / "validation").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(SummaryWriteError, match="symbolic link") as refused:
+        trim_events_after(run, 6, lambda line: None)
+    assert refused.value.exit_code == 2 and "\n" not in str(refused.value)
+    assert target.read_bytes() == original
+
+
+def test_the_histogram_benchmark_runs():
+    """scripts/benchmark_histograms.py backs summaries.py's measured comment; a tiny run keeps it from rotting."""
+    script = Path(__file__).parent.parent / "scripts" / "benchmark_histograms.py"
+    result = subprocess.run([sys.executable, str(script), "--repeats", "1", "--units", "4", "--digits", "2"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("tf / NumPy") == 2, result.stdout

@@ -18,9 +18,10 @@ import urllib.request
 import pytest
 
 from lstm_mnist.config import Config
-from lstm_mnist.gates import GATES, lstm_layers
+from lstm_mnist.gates import lstm_layers
 
 STEPS_PER_EPOCH = 4  # 256 images / batch 64
+GATES = ("input", "forget", "candidate", "output")  # the last part of every per-gate tag (lstm_cell.Gates)
 EPOCHS = 2
 
 
