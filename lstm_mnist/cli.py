@@ -27,7 +27,8 @@ from pathlib import Path
 
 from lstm_mnist.config import Config, flag
 from lstm_mnist.errors import OneLineError, plain_reason
-from lstm_mnist.run import StopRequests, TrainingStopped, load_run_config, merge_resume_flags
+from lstm_mnist.run import (RunLock, StopRequests, TrainingStopped, load_run_config, merge_resume_flags,
+                            read_index)
 
 PROG = "lstm-mnist"
 
@@ -136,8 +137,12 @@ def train_command(args: argparse.Namespace, stop: StopRequests) -> int:
     except ValueError as error:
         raise OneLineError(str(error), exit_code=2) from None
     if args.resume is not None:
-        saved, _ = load_run_config(args.resume)  # read only; checked again under the run's lock
+        # Every refusal that needs no TensorFlow comes before the seconds spent importing it
+        # (all are made again once the run holds its lock).
+        saved, _ = load_run_config(args.resume)
         config = merge_resume_flags(saved, given_settings(args))
+        with RunLock(args.resume):
+            read_index(args.resume)
 
     import_tensorflow_quietly()
     import tensorflow as tf
@@ -147,8 +152,8 @@ def train_command(args: argparse.Namespace, stop: StopRequests) -> int:
     try:
         train_and_evaluate(config, resume_dir=args.resume, stop_requests=stop)
     except (tf.errors.ResourceExhaustedError, MemoryError) as error:
-        raise OneLineError(f"out of memory ({plain_reason(error)}); try a smaller --batch-size, --units or "
-                           "--layers (a resumed run keeps its own: start a new one)") from None
+        raise OneLineError(f"out of memory ({plain_reason(error)}); "
+                           "try a smaller --batch-size, --units or --layers") from None
     return 0
 
 

@@ -118,18 +118,17 @@ class Run:
     means are exact and a run resumed after its last epoch still knows them);
     splits: the data (for TensorBoard's pictures); data_fingerprint: a hash of
     the data, kept in config.json so that a resume refuses different data;
-    model_summary: Keras's table of the model, for TensorBoard's TEXT tab;
     resume_dir: continue this run folder instead of creating one;
     stop: the StopRequests the CLI installed (one is installed if not given).
     """
 
     def __init__(self, config: Config, *, model, optimizer, train_means, validation_means, splits,
-                 steps_per_epoch: int, data_fingerprint: str, model_summary: str,
+                 steps_per_epoch: int, data_fingerprint: str,
                  resume_dir: Path | None = None, stop: StopRequests | None = None,
                  log: Callable[[str], None] = print, started: float | None = None):
         self.config, self.model, self.optimizer = config, model, optimizer
         self.train_means, self.validation_means, self.splits = train_means, validation_means, splits
-        self.steps_per_epoch, self.data_fingerprint, self.model_summary = steps_per_epoch, data_fingerprint, model_summary
+        self.steps_per_epoch, self.data_fingerprint = steps_per_epoch, data_fingerprint
         self.resume_dir, self.stop, self.log = resume_dir, stop, log
         self.started = started or time.time()
         self.run_dir: Path | None = None
@@ -283,7 +282,9 @@ class Run:
             self.stop.after_quitting = "no checkpoint had been saved yet, so a resume starts again from step 0"
             self.open_dashboard()
             if self.dashboard:
-                self.dashboard.start_of_run(self.model_summary)  # written once, at step 0; a resume keeps them
+                lines = []
+                self.model.summary(print_fn=lambda text, **_: lines.append(text))
+                self.dashboard.start_of_run("\n".join(lines))  # written once, at step 0; a resume keeps them
                 self.dashboard.flush()
         except Exception as error:
             self.exits.close()  # closes TensorBoard's files and the lock before the folder goes
@@ -762,7 +763,7 @@ class Checkpoints:
         """
         import tensorflow as tf
 
-        steps = self.read_index()
+        steps = read_index(self.run_dir)
         if not steps:
             log("resume: the run had not saved a checkpoint yet; starting again from step 0")
             return 0
@@ -783,36 +784,41 @@ class Checkpoints:
         raise CheckpointError(f"--resume {self.run_dir}: no checkpoint in {self.folder} loads: {'; '.join(failures)}; "
                               "nothing was changed. The run cannot be continued; start a new one")
 
-    def read_index(self) -> list[int]:
-        """The steps the index names, oldest first (the newest is the index's model_checkpoint_path)."""
-        index = self.folder / INDEX_NAME
-        try:
-            names = os.listdir(self.folder)
-        except FileNotFoundError:
-            raise CheckpointError(f"--resume {self.run_dir}: it has no checkpoints/ folder (it was stopped while "
-                                  "being set up, or the folder was deleted); nothing to continue from: "
-                                  "start a new run") from None
-        except OSError as error:
-            raise CheckpointError(f"--resume {self.run_dir}: cannot read {self.folder} ({plain_reason(error)}); "
-                                  "check its permissions") from None
-        if INDEX_NAME not in names:
-            found = sorted({int(m[1]) for m in map(CHECKPOINT_FILE.fullmatch, names) if m})
-            if not found:
-                raise CheckpointError(f"--resume {self.run_dir}: its index {index} is missing and it holds no "
-                                      "checkpoint; nothing to continue from: start a new run")
-            newest = f"ckpt-{found[-1]}"
-            raise CheckpointError(
-                f"--resume {self.run_dir}: its index {index} is missing, though checkpoint files are there "
-                f"({', '.join(f'ckpt-{step}' for step in found)}); resume will not guess which one is complete. "
-                f"If you trust {newest}, write the line model_checkpoint_path: \"{newest}\" into that file "
-                "and resume again")
-        try:
-            text = index.read_bytes().decode()
-            return parse_index(text)
-        except (OSError, ValueError) as error:
-            raise CheckpointError(f"--resume {self.run_dir}: cannot use the index {index} "
-                                  f"({plain_reason(error) if isinstance(error, OSError) else error}); "
-                                  "nothing was changed") from None
+
+def read_index(run_dir: Path) -> list[int]:
+    """The steps the index of `run_dir` names, oldest first; CheckpointError if it cannot be trusted.
+
+    Only reads, and needs no TensorFlow: the CLI calls it before importing it.
+    """
+    folder = run_dir / "checkpoints"
+    index = folder / INDEX_NAME
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        raise CheckpointError(f"--resume {run_dir}: it has no checkpoints/ folder (it was stopped while "
+                              "being set up, or the folder was deleted); nothing to continue from: "
+                              "start a new run") from None
+    except OSError as error:
+        raise CheckpointError(f"--resume {run_dir}: cannot read {folder} ({plain_reason(error)}); "
+                              "check its permissions") from None
+    if INDEX_NAME not in names:
+        found = sorted({int(m[1]) for m in map(CHECKPOINT_FILE.fullmatch, names) if m})
+        if not found:
+            raise CheckpointError(f"--resume {run_dir}: its index {index} is missing and it holds no "
+                                  "checkpoint; nothing to continue from: start a new run")
+        newest = f"ckpt-{found[-1]}"
+        raise CheckpointError(
+            f"--resume {run_dir}: its index {index} is missing, though checkpoint files are there "
+            f"({', '.join(f'ckpt-{step}' for step in found)}); resume will not guess which one is complete. "
+            f"If you trust {newest}, write the line model_checkpoint_path: \"{newest}\" into that file "
+            "and resume again")
+    try:
+        text = index.read_bytes().decode()
+        return parse_index(text)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"--resume {run_dir}: cannot use the index {index} "
+                              f"({plain_reason(error) if isinstance(error, OSError) else error}); "
+                              "nothing was changed") from None
 
 
 def index_text(steps: list[int]) -> bytes:

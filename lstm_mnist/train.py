@@ -8,14 +8,9 @@ The story of `train_and_evaluate`, top to bottom:
     Train     for each epoch: a step on every training batch, then the validation set
     Evaluate  the test set, once, after training
 
-The loop is written out by hand instead of calling `model.fit` so that every
-step a learner asks about (the gradient, its norm, the clipping, the update)
-is one visible line, and so that the numbers we log (the gradient norm before
-clipping) come straight from the step that computed them.
-
-What a long run needs beyond the lesson (the run folder, checkpoints, Ctrl-C,
---resume, TensorBoard, the final files) sits behind the `run` object of run.py:
-run.epochs(), run.batches(), run.after_step(), run.end_of_epoch(), run.finish().
+The loop is written by hand, not `model.fit`, so that the gradient, its norm, the
+clipping and the update are each one visible line. What a long run needs besides
+(run folder, checkpoints, Ctrl-C, --resume, TensorBoard) is behind `run` (run.py).
 """
 
 from __future__ import annotations
@@ -45,14 +40,12 @@ class TrainResult(NamedTuple):
 
 
 def learning_rate_schedule(config: Config, steps_per_epoch: int):
-    """Adam's learning rate as a function of the step.
+    """Adam's learning rate as a function of the step: `constant` (the classic tutorial's), or `cosine`:
 
-    cosine: rise linearly from 0 to `learning_rate` over `warmup_epochs`, then
-    follow half a cosine down to 0 at the last step. Warmup lets Adam's moment
-    estimates settle before the large steps; the decay anneals into a minimum.
-    This reaches a better test accuracy in 8 epochs than the classic constant
-    1e-3 does in 12.
-    constant: the classic tutorial's fixed rate.
+    rise linearly from 0 to `learning_rate` over `warmup_epochs`, then follow
+    half a cosine down to 0 at the last step. Warmup lets Adam's moment estimates
+    settle before the large steps; the decay anneals into a minimum. This beats,
+    in 8 epochs, what the classic constant 1e-3 reaches in 12.
     """
     if config.lr_schedule == "constant":
         return config.learning_rate
@@ -68,21 +61,14 @@ def learning_rate_schedule(config: Config, steps_per_epoch: int):
 
 
 def loss_and_accuracy(y, logits):
-    """One batch's mean cross-entropy and the fraction it classifies right.
-
-    y: int32 [B], the digits; logits: float32 [B, 10]. Returns two float32 [].
-    """
+    """One batch's mean cross-entropy and fraction right, float32 []: y int32 [B], logits float32 [B, 10]."""
     loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))  # (B,) -> ()
     predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)  # (B, 10) -> (B,); argmax of logits = of softmax
     return loss, tf.reduce_mean(tf.cast(predicted == y, tf.float32))
 
 
 def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, clip_norm: float):
-    """Return a compiled function that takes one gradient step on a batch.
-
-    x: float32 [B, 28, 28]; y: int32 [B]. Returns the batch's mean loss, its
-    accuracy and the global gradient norm before clipping, all float32 [].
-    """
+    """A compiled step: x float32 [B, 28, 28], y int32 [B] -> mean loss, accuracy, gradient norm (unclipped)."""
 
     @tf.function(reduce_retracing=True)
     def train_step(x, y):
@@ -118,6 +104,8 @@ class Means:
 
     def __init__(self):
         self.loss, self.accuracy = keras.metrics.Mean(), keras.metrics.Mean()
+        # The running totals and counts, saved in checkpoints so that a resumed epoch's means stay exact.
+        self.variables = [*self.loss.variables, *self.accuracy.variables]
 
     def update(self, loss, accuracy, batch_size: int) -> None:
         # Weighted by the batch size, so a smaller last batch counts as many examples as it holds.
@@ -129,23 +117,16 @@ class Means:
         self.accuracy.reset_state()
 
     def result(self) -> dict | None:
-        """{"loss": ..., "accuracy": ...}, or None if no example was seen (--val-size 0 has no validation)."""
+        """{"loss": ..., "accuracy": ...}, or None if no example was seen (--val-size 0)."""
         if float(self.loss.count) == 0:
             return None
         return {"loss": float(self.loss.result()), "accuracy": float(self.accuracy.result())}
 
-    @property
-    def variables(self) -> list:
-        """The running totals and counts, saved in checkpoints so that a resumed epoch's means stay exact."""
-        return [*self.loss.variables, *self.accuracy.variables]
-
 
 def train_epoch(train_step, batches, means: Means, after_step: Callable) -> dict:
-    """One gradient step per batch; returns the epoch's mean training loss and accuracy.
+    """One gradient step per batch, (x float32 [B, T, F], y int32 [B]); returns the epoch's mean loss and accuracy.
 
-    batches: (x float32 [B, T, F], y int32 [B]) pairs; means: the epoch's
-    running means (zero at a fresh epoch, as a checkpoint left them on resume);
-    after_step(batch_size, loss, accuracy, gradient_norm) runs after each step.
+    means: zero at a fresh epoch, as the checkpoint left them in a resumed one.
     """
     for x, y in batches:
         loss, accuracy, gradient_norm = train_step(x, y)
@@ -155,7 +136,7 @@ def train_epoch(train_step, batches, means: Means, after_step: Callable) -> dict
 
 
 def evaluate(eval_step, dataset, means: Means) -> tuple[dict | None, np.ndarray]:
-    """Mean loss and accuracy over every example of `dataset` (None if it has none), and each predicted digit, int [N]."""
+    """Mean loss and accuracy over `dataset` (None if it is empty), and every predicted digit, int [N]."""
     means.reset()
     predicted = [np.zeros(0, np.int32)]
     for x, y in dataset:
@@ -165,30 +146,19 @@ def evaluate(eval_step, dataset, means: Means) -> tuple[dict | None, np.ndarray]
     return means.result(), np.concatenate(predicted)
 
 
-def describe_device() -> str:
-    gpus = tf.config.list_physical_devices("GPU")
-    return f"GPU ({', '.join(gpu.name for gpu in gpus)})" if gpus else "CPU (no GPU found)"
-
-
 def train_and_evaluate(config: Config, log: Callable[[str], None] = print, cache_dir: Path | None = None,
                        resume_dir: Path | None = None, stop_requests: StopRequests | None = None) -> TrainResult:
-    """Train a classifier as `config` says, evaluate it on the test set, save everything in a run folder.
+    """Train as `config` says, evaluate on the test set, save everything in a run folder (run.py).
 
-    log: where the human-readable lines go (the CLI passes print).
-    cache_dir: where the decoded offline MNIST is kept (default: ~/.cache/lstm_mnist).
-    resume_dir: continue this run folder from its newest checkpoint instead of
-        starting a new one (its config.json must match `config`).
-    stop_requests: the CLI's signal handlers (run.StopRequests), if it installed them.
-    Raises run.TrainingStopped on Ctrl-C/SIGTERM (after saving a checkpoint) or
-    a NaN loss, and other errors.OneLineError subclasses for what a person can fix.
+    log: where the lines for a person go; cache_dir: the decoded MNIST cache; resume_dir: continue
+    this run folder; stop_requests: the CLI's signal handlers. Raises errors.OneLineError subclasses.
     """
     config.validate()
     started = time.time()
     # --- Setup: the one place randomness is seeded (Python's random, NumPy, TensorFlow).
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
-        # Picks deterministic kernels (and raises for ops that have none), so
-        # the same seed on the same machine gives bit-identical weights.
+        # Deterministic kernels (an error for ops with none): the same seed gives bit-identical weights.
         tf.config.experimental.enable_op_determinism()
 
     # --- Data: images become sequences of rows (data.py).
@@ -196,13 +166,12 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print, cache
     splits = split_mnist(mnist, config.val_size, config.train_examples, config.test_examples)
     log(f"data: {len(splits.x_train):,} train / {len(splits.x_val):,} validation / "
         f"{len(splits.x_test):,} test images, each read as {TIMESTEPS} rows of {FEATURES} pixels")
-    log(f"device: {describe_device()}")
+    gpus = [gpu.name for gpu in tf.config.list_physical_devices("GPU")]
+    log(f"device: GPU ({', '.join(gpus)})" if gpus else "device: CPU (no GPU found)")
 
     # --- Model: recurrent layers over the rows, then 10 logits (model.py); Adam to train it.
     model = build_model(config)
-    summary_lines = []
-    model.summary(print_fn=lambda line, **_: summary_lines.append(line))
-    log("\n".join(summary_lines))
+    model.summary(print_fn=lambda text, **_: log(text))
     steps_per_epoch = math.ceil(len(splits.x_train) / config.batch_size)
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config, steps_per_epoch))
     train_step, eval_step = make_train_step(model, optimizer, config.clip_norm), make_eval_step(model)
@@ -213,8 +182,7 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print, cache
     # --- Train: every epoch, a step on every training batch, then the validation set.
     with Run(config, model=model, optimizer=optimizer, train_means=train_means, validation_means=validation_means,
              splits=splits, steps_per_epoch=steps_per_epoch, data_fingerprint=data_fingerprint(mnist),
-             model_summary="\n".join(summary_lines), resume_dir=resume_dir, stop=stop_requests, log=log,
-             started=started) as run:
+             resume_dir=resume_dir, stop=stop_requests, log=log, started=started) as run:
         for epoch in run.epochs():
             # Each epoch's order depends only on (seed, epoch): a rerun or a resumed run sees the same batches.
             training_set = make_dataset(splits.x_train, splits.y_train, config.batch_size,
@@ -225,7 +193,6 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print, cache
 
         # --- Evaluate: the test set, touched once, after training.
         test, _ = evaluate(eval_step, test_set, test_means)
-        # The last epoch's means, as the loop left them (or as the checkpoint kept them, if a
-        # run killed after its last epoch was resumed and only has this part left to do).
+        # The last epoch's means: as the loop left them, or as the checkpoint kept them.
         metrics = run.finish(train_means.result(), validation_means.result(), test)
     return TrainResult(model, run.run_dir, metrics)
