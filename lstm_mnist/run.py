@@ -164,7 +164,8 @@ class Run:
     def epochs(self):
         """The epochs still to train, from the one holding the current step; then the run is finishing."""
         yield from range(self.step // self.steps_per_epoch + 1, self.config.epochs + 1)
-        # From here a signal is answered "finishing"; one that came before is answered as it was promised.
+        # From here a signal is answered "finishing" (end_of_epoch already said so after the last
+        # epoch); one that came before is answered as it was promised: checkpoint, stop.
         self.stop.phase = FINISHING
         self.stop_if_requested()
 
@@ -226,6 +227,9 @@ class Run:
             self.dashboard.end_of_epoch(epoch, self.step, train, validation, val_predictions)
             self.dashboard.flush()  # events up to this step are written before the checkpoint says so
         self.save()
+        if epoch == self.config.epochs:
+            # Before the line is printed, so that a signal after it is always answered "finishing".
+            self.stop.phase = FINISHING
         numbers = [f"train_loss {train['loss']:.4f}", f"train_accuracy {train['accuracy']:.4f}"]
         if validation is not None:
             numbers += [f"val_loss {validation['loss']:.4f}", f"val_accuracy {validation['accuracy']:.4f}"]
