@@ -128,3 +128,27 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     assert float(schedule(225)) == pytest.approx(1.5e-3, rel=1e-3)  # halfway down the cosine
     assert float(schedule(400)) == pytest.approx(0.0, abs=1e-9)
     assert learning_rate_schedule(Config(lr_schedule="constant", learning_rate=1e-3), 100) == 1e-3
+
+
+def test_the_checkpoint_index_is_in_tensorflows_own_format(tiny_run):
+    """run.py writes the index itself (to sync it); TensorFlow's own reader must still understand it."""
+    import tensorflow as tf
+
+    folder = tiny_run[1].run_dir / "checkpoints"
+    assert tf.train.latest_checkpoint(str(folder)) == str(folder / "ckpt-4")
+    assert list(tf.train.get_checkpoint_state(str(folder)).all_model_checkpoint_paths) == [str(folder / "ckpt-4")]
+
+
+def test_val_size_0_reports_no_validation_numbers(tmp_path, cache_dir, monkeypatch):
+    """No validation set: no val_ numbers in the epoch line, null in metrics.json, nothing in TensorBoard."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "no-keras-home"))
+    lines = []
+    result = train_and_evaluate(tiny_config(tmp_path, val_size=0, train_examples=128, test_examples=64),
+                                log=lines.append, cache_dir=cache_dir)
+    (epoch_line,) = [line for line in lines if line.startswith("epoch 1/1")]
+    assert "train_loss" in epoch_line and "val_" not in epoch_line
+    saved = json.loads((result.run_dir / "metrics.json").read_text())
+    assert saved["val_loss"] is None and saved["val_accuracy"] is None and saved["train_loss"] > 0
+    train_tags, _ = event_tags(result.run_dir / "train")
+    validation_tags, _ = event_tags(result.run_dir / "validation")
+    assert "epoch/loss" in train_tags and not {"epoch/loss", "epoch/accuracy"} & validation_tags
