@@ -202,7 +202,7 @@ class Run:
             kept = f"the last checkpoint (step {last}) is kept in {self.run_dir}" if last is not None \
                 else f"no checkpoint had been written yet in {self.run_dir}"
             raise TrainingStopped(f"the {what} became {value} at step {self.step} (epoch {self.epoch}); training "
-                                  f"stopped and {kept}; try a lower --learning-rate or --clip-norm 1", exit_code=1)
+                                  f"stopped and {kept}; try a lower --learning-rate or --clip-norm 1 in a new run", exit_code=1)
         if self.dashboard:
             # The learning rate is passed as a function: the schedule is evaluated only on the steps it is logged.
             self.dashboard.after_step(self.step, batch_size, loss, float(accuracy),
