@@ -214,9 +214,10 @@ INTEGER_RANGES = {
 
 
 def describe_range(low: int, high: int) -> str:
+    """The phrase after "must be" for an integer setting in [low, high] (low is 0 or 1)."""
     if low == 1:
         return f"a positive integer (at most {high:,})"
-    return f"an integer from {low} to {high:,}"
+    return f"0 or more (at most {high:,})"
 
 
 def check_type(name: str, value, expected: type) -> None:

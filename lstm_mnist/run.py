@@ -202,7 +202,8 @@ class Run:
             kept = f"the last checkpoint (step {last}) is kept in {self.run_dir}" if last is not None \
                 else f"no checkpoint had been written yet in {self.run_dir}"
             raise TrainingStopped(f"the {what} became {value} at step {self.step} (epoch {self.epoch}); training "
-                                  f"stopped and {kept}; try a lower --learning-rate or --clip-norm 1 in a new run", exit_code=1)
+                                  f"stopped and {kept}; try a lower --learning-rate or --clip-norm 1 in a new run",
+                                  exit_code=1)
         if self.dashboard:
             # The learning rate is passed as a function: the schedule is evaluated only on the steps it is logged.
             self.dashboard.after_step(self.step, batch_size, loss, float(accuracy),
@@ -362,7 +363,7 @@ class Run:
     def write_final_file(self, path: Path, write: Callable[[], None]) -> None:
         try:
             write()
-        except (OSError, RuntimeError, ValueError) as error:  # h5py reports a full disk as RuntimeError
+        except OSError as error:
             raise RunError(f"could not write {path} ({plain_reason(error)}); the run and its checkpoints are "
                            f"intact: free some space, then finish it with: {resume_command(self.run_dir)}",
                            exit_code=1) from None
@@ -780,10 +781,13 @@ class Checkpoints:
             except Exception as error:  # a damaged file fails anywhere in TF's reader: IndexError, DataLossError, ...
                 failures.append(f"ckpt-{step} ({short(plain_reason(error))})")
                 continue
+            self.kept = [other for other in steps if other <= step][-KEPT:]
             if failures:
                 log(f"resume: the newest checkpoint does not load: {'; '.join(failures)}; "
                     f"using the one before it, ckpt-{step}")
-            self.kept = [other for other in steps if other <= step][-KEPT:]
+                # The index names the one restored as the newest again, so a crash before the next
+                # save does not try the damaged one first (its files are replaced or deleted then).
+                durable.write_bytes(self.folder / INDEX_NAME, index_text(self.kept))
             return step
         raise CheckpointError(f"--resume {self.run_dir}: no checkpoint in {self.folder} loads: {'; '.join(failures)}; "
                               "nothing was changed. The run cannot be continued; start a new one")

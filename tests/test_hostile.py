@@ -262,7 +262,7 @@ def test_planted_symlinks_are_refused_and_the_outside_is_untouched(tmp_path, mod
     ({"units": True}, "--units must be an integer, got True (bool)"),
     ({"deterministic": 1}, "--deterministic must be true or false, got 1 (int)"),
     ({"learning_rate": "fast"}, "--learning-rate must be a number, got 'fast' (str)"),
-    ({"seed": 2**32}, "--seed must be an integer from 0 to 4,294,967,295, got 4294967296"),
+    ({"seed": 2**32}, "--seed must be 0 or more (at most 4,294,967,295), got 4294967296"),
     ({"batch_size": 2**63}, "--batch-size must be a positive integer (at most 1,000,000)"),
     ({"units": None}, "--units must be an integer, got None (NoneType)"),
     ({"no_such_setting": 1}, "unknown setting(s) no_such_setting"),
