@@ -11,7 +11,7 @@ error" fallback, and nothing outside the run folder touched.
 | newest checkpoint truncated / bytes flipped       | 0    | test_a_damaged_newest_checkpoint_falls_back_to_the_older_one |
 | every checkpoint damaged                          | 1    | test_when_no_checkpoint_loads_resume_refuses_and_changes_nothing |
 | index lost while checkpoint files remain          | 1    | test_a_lost_index_is_refused_not_guessed |
-| checkpoints/ or config.json unreadable            | 1, 2 | test_unreadable_checkpoints_and_config_are_refused |
+| checkpoints/ or config.json unreadable            | 2    | test_unreadable_checkpoints_and_config_are_refused |
 | index naming a path outside checkpoints/          | 1    | test_an_index_pointing_outside_the_folder_is_refused |
 | a second process on the same run folder           | 1    | test_a_run_folder_in_use_is_refused_naming_the_process |
 | a lock left by a killed process                   | 0    | same |
