@@ -7,10 +7,11 @@ dashes), with the field's default and help text, so `--help`, the README and
 the code cannot disagree. The entry point only parses arguments and calls the
 library; it never trains anything itself.
 
-Exit status: 0 on success; 2 for a bad flag or a bad --data/--log-dir/--name/
---resume; 1 for other failures we can explain (no MNIST anywhere, a full
-disk, a NaN loss); 130 after Ctrl-C and 143 after SIGTERM, once a checkpoint
-is saved.
+Every failure a person can fix is an errors.OneLineError: one line on stderr,
+its exit status, no traceback (errors.py lists the statuses). Anything else is
+a bug: one line too, naming a file that holds the full traceback to report.
+Ctrl-C and SIGTERM are answered from the first moment (run.StopRequests), so
+even an interrupted TensorFlow import ends in one line.
 """
 
 from __future__ import annotations
@@ -21,9 +22,15 @@ import dataclasses
 import os
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 from lstm_mnist.config import Config, flag
+from lstm_mnist.errors import OneLineError, plain_reason
+from lstm_mnist.run import (RunLock, StopRequests, TrainingStopped, load_run_config, merge_resume_flags,
+                            read_index)
+
+PROG = "lstm-mnist"
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -98,7 +105,7 @@ def import_tensorflow_quietly() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
-        prog="lstm-mnist",
+        prog=PROG,
         description="Train an LSTM to classify MNIST digits by reading each image one row at a time.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
@@ -109,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR", type=Path, default=None,
                        help="continue this run folder from its latest checkpoint, with its own config.json")
     add_config_flags(train)
+    train.set_defaults(command_function=train_command)
     return parser
 
 
@@ -121,48 +129,73 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(**given_settings(args))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-
-    def fail(message: str, status: int):
-        parser.exit(status, f"lstm-mnist train: error: {message}\n")
-
+def train_command(args: argparse.Namespace, stop: StopRequests) -> int:
+    """`lstm-mnist train`: check the flags (and --resume's folder) first, then import TensorFlow and train."""
+    config = config_from_args(args)
     try:
-        config = config_from_args(args)
         config.validate()
     except ValueError as error:
-        fail(str(error), 2)
-
-    from lstm_mnist.rundir import RunDirError
-    from lstm_mnist.resume import load_run_config, merge_resume_flags
-
+        raise OneLineError(str(error), exit_code=2) from None
     if args.resume is not None:
-        try:
-            config = merge_resume_flags(load_run_config(args.resume), given_settings(args))
-        except RunDirError as error:
-            fail(str(error), 2)
+        # Every refusal that needs no TensorFlow comes before the seconds spent importing it
+        # (all are made again once the run holds its lock).
+        saved, _ = load_run_config(args.resume)
+        config = merge_resume_flags(saved, given_settings(args))
+        with RunLock(args.resume):
+            read_index(args.resume)
 
     import_tensorflow_quietly()
-    from lstm_mnist.checkpoint import CheckpointError
-    from lstm_mnist.data import DataError
-    from lstm_mnist.summaries import SummaryWriteError
-    from lstm_mnist.train import TrainingStopped, train_and_evaluate
+    import tensorflow as tf
+
+    from lstm_mnist.train import train_and_evaluate
 
     try:
-        train_and_evaluate(config, resume_dir=args.resume)
-    except DataError as error:
-        # A bad --data path is a bad flag (2); no MNIST anywhere is an environment problem (1).
-        fail(str(error), 2 if config.data else 1)
-    except RunDirError as error:
-        fail(str(error), 2)
-    except (CheckpointError, SummaryWriteError) as error:
-        fail(str(error), 1)
-    except TrainingStopped as error:
-        parser.exit(error.exit_code, f"lstm-mnist train: {error}\n")
-    except KeyboardInterrupt:  # Ctrl-C while loading data or building the model, before training
-        parser.exit(130, "lstm-mnist train: interrupted before training started\n")
+        train_and_evaluate(config, resume_dir=args.resume, stop_requests=stop)
+    except (tf.errors.ResourceExhaustedError, MemoryError) as error:
+        raise OneLineError(f"out of memory ({plain_reason(error)}); "
+                           "try a smaller --batch-size, --units or --layers") from None
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    with StopRequests() as stop:  # from the first moment: a signal is one line, never a traceback
+        args = parser.parse_args(argv)
+        command = f"{PROG} {args.command}"
+        try:
+            return args.command_function(args, stop)
+        except TrainingStopped as stopped:  # on purpose, and said so: not an error
+            return report(f"{command}: {stopped}", stopped.exit_code)
+        except OneLineError as error:
+            return report(f"{command}: error: {error}", error.exit_code)
+        except KeyboardInterrupt as interrupted:  # run.Interrupted: a signal before the run folder existed
+            number = getattr(interrupted, "signal_number", 2)
+            return report(f"{command}: interrupted before training started; nothing was written", 128 + number)
+        except Exception as error:  # a bug: still one line, and the traceback kept for a report
+            return report(f"{command}: unexpected error: {type(error).__name__}: {error_line(error)} "
+                          f"(this is a bug; please report it with {save_traceback()})", 1)
+
+
+def report(line: str, exit_code: int) -> int:
+    print(line, file=sys.stderr)
+    return exit_code
+
+
+def error_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else "(no message)"
+
+
+def save_traceback() -> str:
+    """Write the traceback being handled to a file and return where it is (or, failing that, print it)."""
+    try:
+        fd, path = tempfile.mkstemp(prefix="lstm-mnist-traceback-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(traceback.format_exc())
+        return f"the traceback in {path}"
+    except OSError:
+        traceback.print_exc()
+        return "the traceback printed above"
 
 
 if __name__ == "__main__":

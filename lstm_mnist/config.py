@@ -142,18 +142,18 @@ class Config:
     )
 
     def validate(self) -> None:
-        """Raise ValueError, with a message naming the flag, for impossible values."""
-        positive = ("epochs", "batch_size", "units", "layers", "log_every_steps", "summary_every_epochs")
-        for name in positive:
+        """Raise ValueError, with a message naming the flag, for a value of the wrong type or out of range.
+
+        The types are checked too, because a config.json read back for
+        --resume can hold anything: a bool is not an int (JSON's true would
+        otherwise count as 1), and a float is not an int.
+        """
+        for setting_field in dataclasses.fields(self):
+            check_type(setting_field.name, getattr(self, setting_field.name), type(setting_field.default))
+        for name, (low, high) in INTEGER_RANGES.items():
             value = getattr(self, name)
-            if value <= 0:
-                raise ValueError(f"--{flag(name)} must be a positive integer, got {value}")
-        non_negative = ("train_examples", "test_examples", "input_projection", "recurrent_projection",
-                        "checkpoint_every_steps")
-        for name in non_negative:
-            value = getattr(self, name)
-            if value < 0:
-                raise ValueError(f"--{flag(name)} must be 0 or more, got {value}")
+            if not low <= value <= high:
+                raise ValueError(f"--{flag(name)} must be {describe_range(low, high)}, got {value}")
         if self.cell not in CELL_TYPES:
             raise ValueError(f"--cell must be one of {', '.join(CELL_TYPES)}, got {self.cell!r}")
         if self.cell != "scratch":
@@ -181,7 +181,8 @@ class Config:
             raise ValueError(f"--clip-norm must be 0 (off) or a positive number, got {self.clip_norm}")
         if not self.log_dir:
             raise ValueError("--log-dir must not be empty; pass a folder such as logs")
-        if "/" in self.name or "\\" in self.name or self.name in (".", ".."):
+        if ("/" in self.name or "\\" in self.name or self.name in (".", "..")
+                or not self.name.isprintable()):
             raise ValueError(f"--name must be a plain name without slashes, got {self.name!r}")
 
     def to_dict(self) -> dict:
@@ -191,3 +192,40 @@ class Config:
 def flag(field_name: str) -> str:
     """The command-line spelling of a Config field: batch_size -> batch-size."""
     return field_name.replace("_", "-")
+
+
+# Bounds of every integer setting. The upper bounds are far beyond anything
+# MNIST needs; they turn a typo such as --batch-size 1000000000000 into one
+# clear line instead of an overflow deep inside TensorFlow.
+INTEGER_RANGES = {
+    "train_examples": (0, 2**31 - 1),
+    "test_examples": (0, 2**31 - 1),
+    "units": (1, 16_384),
+    "layers": (1, 100),
+    "recurrent_projection": (0, 16_384),
+    "input_projection": (0, 16_384),
+    "epochs": (1, 100_000),
+    "batch_size": (1, 1_000_000),
+    "seed": (0, 2**32 - 1),  # what keras.utils.set_random_seed accepts
+    "log_every_steps": (1, 2**31 - 1),
+    "summary_every_epochs": (1, 2**31 - 1),
+    "checkpoint_every_steps": (0, 2**31 - 1),
+}
+
+
+def describe_range(low: int, high: int) -> str:
+    """The phrase after "must be" for an integer setting in [low, high] (low is 0 or 1)."""
+    if low == 1:
+        return f"a positive integer (at most {high:,})"
+    return f"0 or more (at most {high:,})"
+
+
+def check_type(name: str, value, expected: type) -> None:
+    """Raise ValueError unless `value` has the setting's type; an int is accepted where a float is expected."""
+    if expected is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = type(value) is expected  # `is`, not isinstance: True is an instance of int
+    if not ok:
+        kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[expected]
+        raise ValueError(f"--{flag(name)} must be {kind}, got {value!r} ({type(value).__name__})")

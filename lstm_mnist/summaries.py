@@ -36,7 +36,6 @@ candidate, output (see gates.py).
 from __future__ import annotations
 
 import contextlib
-import shlex
 from pathlib import Path
 
 import keras
@@ -47,6 +46,7 @@ from tensorboard.plugins.histogram import metadata as histogram_metadata
 
 from lstm_mnist.errors import OneLineError, plain_reason
 from lstm_mnist.gates import Gates, fused_weights, lstm_layers, split_gates
+from lstm_mnist.run import resume_command
 
 # Metrics the HPARAMS tab shows next to each run's settings: (run folder, tag).
 HPARAMS_METRICS = (
@@ -130,7 +130,7 @@ class TensorBoardWriter:
             where = "" if step is None else f" at step {step}"
             raise SummaryWriteError(
                 f"could not write TensorBoard events to {self.run_dir}{where} ({plain_reason(error)}); "
-                f"make room, then continue with: lstm-mnist train --resume {shlex.quote(str(self.run_dir))}"
+                f"make room, then continue with: {resume_command(self.run_dir)}"
             ) from None
 
     @contextlib.contextmanager

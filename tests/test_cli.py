@@ -39,6 +39,13 @@ BAD_FLAGS = [
     (["--epochs", "ten"], "invalid int value: 'ten'"),
     (["--learning-rate", "nan"], "--learning-rate must be a positive number"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["--units", "1.5"], "invalid int value: '1.5'"),
+    (["--seed", "-1"], "--seed must be 0 or more (at most 4,294,967,295), got -1"),
+    (["--seed", "4294967296"], "--seed must be 0 or more (at most 4,294,967,295), got 4294967296"),
+    (["--batch-size", str(2**63)], "--batch-size must be a positive integer (at most 1,000,000)"),
+    (["--epochs", str(2**63)], "--epochs must be a positive integer (at most 100,000)"),
+    (["--units", "1000000"], "--units must be a positive integer (at most 16,384)"),
+    (["--name", "a/b"], "--name must be a plain name without slashes"),
 ]
 
 

@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.util.tensor_util import make_ndarray
 
 from lstm_mnist.config import Config
-from lstm_mnist.rundir import RunDirError, create_run_dir
+from lstm_mnist.run import RunError, create_run_dir
 from lstm_mnist.train import learning_rate_schedule, train_and_evaluate
 
 
@@ -37,10 +37,11 @@ def tiny_run(tmp_path_factory, train_offline):
 def test_run_writes_every_promised_file(tiny_run):
     config, result = tiny_run
     run_dir = result.run_dir
-    assert run_dir.parent.resolve() == (result.run_dir.parent).resolve()
     assert run_dir.name.endswith("-lstm16")
     assert (run_dir / "checkpoints" / "checkpoint").is_file()
-    assert json.loads((run_dir / "config.json").read_text()) == config.to_dict()
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved.pop("data_fingerprint").startswith("sha256:")  # what --resume checks the data against
+    assert saved == config.to_dict()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test_examples"] == 128 and 0.0 <= metrics["test_accuracy"] <= 1.0
     assert metrics["steps"] == 4  # 256 images / batch 64
@@ -94,17 +95,26 @@ def test_create_run_dir_in_the_same_second_gets_a_new_suffix(tmp_path):
 
 
 def test_an_existing_run_name_is_refused_and_left_alone(tmp_path):
-    existing = create_run_dir(str(tmp_path), "baseline", "lstm128")
-    (existing / "metrics.json").write_text("{}")
-    with pytest.raises(RunDirError, match="baseline already exists; choose another --name, or continue"):
+    unfinished = create_run_dir(str(tmp_path), "baseline", "lstm128")
+    (unfinished / "config.json").write_text("{}")
+    with pytest.raises(RunError, match="baseline already exists; choose another --name, or continue that run "
+                                       "with --resume"):
         create_run_dir(str(tmp_path), "baseline", "lstm128")
-    assert (existing / "metrics.json").read_text() == "{}"
+    # A finished run cannot be resumed, so --resume is not suggested.
+    (unfinished / "metrics.json").write_text("{}")
+    with pytest.raises(RunError, match="baseline already exists; that run has finished; choose another --name$"):
+        create_run_dir(str(tmp_path), "baseline", "lstm128")
+    (tmp_path / "not-a-run").mkdir()
+    with pytest.raises(RunError, match="not-a-run already exists; choose another --name$"):
+        create_run_dir(str(tmp_path), "not-a-run", "lstm128")
+    assert sorted(p.name for p in unfinished.iterdir()) == ["config.json", "metrics.json"]
+    assert (unfinished / "metrics.json").read_text() == "{}"
 
 
 def test_unwritable_log_dir_is_refused(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    with pytest.raises(RunDirError, match="cannot write a run folder there"):
+    with pytest.raises(RunError, match="cannot write a run folder there"):
         create_run_dir(str(blocker / "logs"), "", "lstm128")
     assert blocker.read_text() == "not a folder"
 
@@ -118,3 +128,27 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     assert float(schedule(225)) == pytest.approx(1.5e-3, rel=1e-3)  # halfway down the cosine
     assert float(schedule(400)) == pytest.approx(0.0, abs=1e-9)
     assert learning_rate_schedule(Config(lr_schedule="constant", learning_rate=1e-3), 100) == 1e-3
+
+
+def test_the_checkpoint_index_is_in_tensorflows_own_format(tiny_run):
+    """run.py writes the index itself (to sync it); TensorFlow's own reader must still understand it."""
+    import tensorflow as tf
+
+    folder = tiny_run[1].run_dir / "checkpoints"
+    assert tf.train.latest_checkpoint(str(folder)) == str(folder / "ckpt-4")
+    assert list(tf.train.get_checkpoint_state(str(folder)).all_model_checkpoint_paths) == [str(folder / "ckpt-4")]
+
+
+def test_val_size_0_reports_no_validation_numbers(tmp_path, cache_dir, monkeypatch):
+    """No validation set: no val_ numbers in the epoch line, null in metrics.json, nothing in TensorBoard."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "no-keras-home"))
+    lines = []
+    result = train_and_evaluate(tiny_config(tmp_path, val_size=0, train_examples=128, test_examples=64),
+                                log=lines.append, cache_dir=cache_dir)
+    (epoch_line,) = [line for line in lines if line.startswith("epoch 1/1")]
+    assert "train_loss" in epoch_line and "val_" not in epoch_line
+    saved = json.loads((result.run_dir / "metrics.json").read_text())
+    assert saved["val_loss"] is None and saved["val_accuracy"] is None and saved["train_loss"] > 0
+    train_tags, _ = event_tags(result.run_dir / "train")
+    validation_tags, _ = event_tags(result.run_dir / "validation")
+    assert "epoch/loss" in train_tags and not {"epoch/loss", "epoch/accuracy"} & validation_tags
