@@ -49,6 +49,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run (default: 2)")
     parser.add_argument("--repeats", type=int, default=4, help="runs of each variant, interleaved (default: 4)")
     parser.add_argument("--train-examples", type=int, default=0, help="training images (0 = all 55,000)")
+    parser.add_argument("--val-size", type=int, default=5_000, help="validation images (default: 5,000)")
+    parser.add_argument("--test-examples", type=int, default=0, help="test images (0 = all 10,000)")
+    parser.add_argument("--units", type=int, default=128, help="LSTM units (default: 128)")
     args = parser.parse_args()
 
     from lstm_mnist.config import Config
@@ -60,12 +63,13 @@ def main() -> None:
     cpu_seconds = {True: [], False: []}
     logging_share = []  # logged runs: seconds inside the TensorBoard hooks / run seconds
     with tempfile.TemporaryDirectory(prefix="benchmark-logging-") as log_dir:
-        train_and_evaluate(Config(epochs=1, train_examples=1000, test_examples=1000, log_dir=log_dir),
-                           log=lambda line: None)  # warm-up, not measured
+        sizes = dict(val_size=args.val_size, test_examples=args.test_examples, units=args.units)
+        train_and_evaluate(Config(epochs=1, train_examples=min(args.train_examples or 1000, 1000), log_dir=log_dir,
+                                  **sizes), log=lambda line: None)  # warm-up, not measured
         for repeat in range(args.repeats):
             for tensorboard in ((True, False) if repeat % 2 == 0 else (False, True)):
                 config = Config(epochs=args.epochs, train_examples=args.train_examples, log_dir=log_dir,
-                                tensorboard=tensorboard)
+                                tensorboard=tensorboard, **sizes)
                 epoch_seconds = []
 
                 def log(line: str) -> None:

@@ -1,0 +1,84 @@
+"""Every script in scripts/ runs, in a tiny mode, so none can rot unseen (as pytorch/examples' --dry-run).
+
+Each script is started as a user starts it, `python scripts/<name>.py ...`, in a
+subprocess with private caches; the slow ones are given tiny sizes. A script
+with a test elsewhere is listed in ELSEWHERE, and a test below checks that
+every file in scripts/ is covered by one or the other.
+"""
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+TESTS = Path(__file__).resolve().parent
+
+# Scripts whose tiny-mode test lives in another test module (the module must name the script).
+ELSEWHERE = {
+    "benchmark_histograms.py": "test_dashboard.py",
+    "gates_by_row.py": "test_gates_by_row.py",
+}
+# Scripts run by the tests in this module.
+HERE = ("train.py", "gradient_flow.py", "benchmark_logging.py", "screenshots.py")
+
+
+def run_script(name, *args, env, cwd, timeout=300):
+    return subprocess.run([sys.executable, str(SCRIPTS / name), *map(str, args)], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_every_script_is_run_by_a_test():
+    scripts = {path.name for path in SCRIPTS.glob("*.py")}
+    assert scripts == set(HERE) | set(ELSEWHERE), "a script without a test (or a test of a script that is gone)"
+    for script, module in ELSEWHERE.items():
+        assert f"scripts/{script}" in (TESTS / module).read_text() or f'"{script}"' in (TESTS / module).read_text()
+
+
+def test_train_script(tmp_path, cli_env):
+    result = run_script("train.py", "--epochs", 1, "--train-examples", 128, "--val-size", 64, "--test-examples", 64,
+                        "--units", 8, "--batch-size", 64, "--log-dir", tmp_path / "logs", "--name", "smoke",
+                        "--no-tensorboard", env=cli_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "test accuracy" in result.stdout
+    assert (tmp_path / "logs" / "smoke" / "metrics.json").is_file()
+
+
+def test_gradient_flow_script(tmp_path, cli_env):
+    picture, log_dir = tmp_path / "flow.png", tmp_path / "flow-logs"
+    result = run_script("gradient_flow.py", "--train-steps", 2, "--units", 8, "--images", 16,
+                        "--output", picture, "--log-dir", log_dir, env=cli_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert picture.stat().st_size > 10_000  # a real PNG with two panels, not an empty file
+    assert sorted(path.name for path in log_dir.iterdir()) == ["lstm_fresh", "lstm_trained", "simple_rnn_fresh",
+                                                              "simple_rnn_trained"]
+    assert "LSTM: mean forget gate" in result.stdout
+
+
+def test_benchmark_logging_script(tmp_path, cli_env):
+    result = run_script("benchmark_logging.py", "--epochs", 1, "--repeats", 1, "--train-examples", 128,
+                        "--val-size", 64, "--test-examples", 64, "--units", 8, env=cli_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "epoch throughput, logging on / off:" in result.stdout
+    assert result.stdout.count("repeat 1/1") == 2  # one run with logging, one without
+
+
+def test_screenshots_script(tmp_path, cli_env):
+    if importlib.util.find_spec("playwright") is None:
+        pytest.skip("scripts/screenshots.py drives Chromium through Playwright, which is not installed "
+                    "(pip install playwright; apt-get install chromium); it is only needed to refresh the README's "
+                    "pictures")
+    if not any(shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")):
+        pytest.skip("scripts/screenshots.py needs a Chromium binary (apt-get install chromium), not found here")
+    log_dir = tmp_path / "logs"
+    trained = run_script("train.py", "--epochs", 1, "--train-examples", 128, "--val-size", 64,
+                         "--test-examples", 64, "--units", 8, "--batch-size", 64, "--log-dir", log_dir,
+                         env=cli_env, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    result = run_script("screenshots.py", "--logdir", log_dir, "--out", tmp_path / "shots", "--settle-ms", 1000,
+                        "--only", "scalars", env=cli_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "shots" / "tensorboard_scalars.png").stat().st_size > 10_000
