@@ -10,7 +10,7 @@ The training loop creates a Dashboard only when TensorBoard is on
     after_step(...)         every log_every_steps steps: step scalars and throughput
     end_of_epoch(...)       every epoch: loss and accuracy; every summary_every_epochs
                             epochs and after the last: the histograms and pictures
-    end_of_run(step, test)  the test numbers
+    end_of_run(step, test)  the test numbers: scalars, and a sentence in TEXT
     flush()                 before each checkpoint: the events it covers are on disk
 
 Cheap things (scalars) are written often; expensive things (histograms of
@@ -53,7 +53,7 @@ from lstm_mnist.gates import model_gate_activations
 from lstm_mnist.reading import can_read_row_by_row, probabilities_after_each_row, settled_row
 from lstm_mnist.summaries import SummaryWriteError, TensorBoardWriter
 
-SAMPLE_INPUTS = 8  # training digits shown as sequences of rows
+SAMPLE_INPUTS = 6  # training digits shown as sequences of rows
 GRADIENT_BATCH = 128  # training digits whose loss gradient is histogrammed
 GATE_BATCH = 128  # validation digits whose gate activations are histogrammed
 MISCLASSIFIED = 16  # wrongly classified validation digits shown per epoch
@@ -85,6 +85,7 @@ class Dashboard:
         # The fixed digits: the same ones every epoch, so pictures and histograms compare across epochs.
         self.x_train, self.y_train = splits.x_train, splits.y_train
         self.x_val, self.y_val = splits.x_val, splits.y_val
+        self.test_images = len(splits.x_test)
         self.reading_indices = [int(np.flatnonzero(self.y_val == digit)[0]) for digit in READING_DIGITS
                                 if np.any(self.y_val == digit)]
         self.tracing = False
@@ -104,7 +105,7 @@ class Dashboard:
         self.writer.image("train", 0, "inputs/as_timesteps",
                           sample_inputs_figure(self.x_train[:SAMPLE_INPUTS], self.y_train[:SAMPLE_INPUTS]),
                           "training digits as the LSTM reads them: row t of the image is the input at "
-                          "timestep t; the thin lines separate the 28 timesteps")
+                          "timestep t; the blue lines separate the timesteps")
         self.tracing = True  # trace the first training step for the GRAPHS tab
 
     # --- Around every training step ---------------------------------------------------
@@ -164,15 +165,16 @@ class Dashboard:
         counts = confusion_matrix(self.y_val, predictions)
         accuracy = np.trace(counts) / counts.sum()
         self.writer.image("validation", step, "validation/confusion_matrix",
-                          confusion_matrix_figure(counts, f"validation, step {step}: "
-                                                          f"{counts.sum() - np.trace(counts)} wrong of "
-                                                          f"{counts.sum()} ({accuracy:.2%} right)"),
+                          confusion_matrix_figure(counts, f"validation, step {step:,}\n"
+                                                          f"{counts.sum() - np.trace(counts):,} wrong of "
+                                                          f"{counts.sum():,} ({accuracy:.2%} right)"),
                           "rows: the true digit; columns: the network's answer; off the diagonal: mistakes")
         wrong = np.flatnonzero(predictions != self.y_val)[:MISCLASSIFIED]
         if len(wrong):
             self.writer.image("validation", step, "validation/misclassified",
                               misclassified_figure(self.x_val[wrong], self.y_val[wrong], predictions[wrong]),
-                              f"the first {len(wrong)} validation digits the network gets wrong")
+                              f"the first {len(wrong)} validation digits the network gets wrong, "
+                              "each under its true digit -> the network's answer")
         shown = self.x_val[:GATE_BATCH]
         self.writer.gate_activations(step, model_gate_activations(self.model, shown),
                                      f"the gate's values on the first {len(shown)} validation digits, "
@@ -184,12 +186,17 @@ class Dashboard:
                               reading_row_by_row_figure(images, self.y_val[self.reading_indices], probabilities,
                                                         [settled_row(p) for p in probabilities]),
                               "the class probabilities after each row: the output layer applied to the "
-                              "hidden state of every timestep; the white line marks where the answer settles")
+                              "hidden state of every timestep; the white line marks the row from which the "
+                              "answer no longer changes")
 
     # --- Once, at the end ---------------------------------------------------------------
     @timed
     def end_of_run(self, step: int, test: dict) -> None:
-        self.writer.final(step, test)
+        """test: the test set's loss and accuracy, measured once, after training."""
+        wrong = round((1 - test["accuracy"]) * self.test_images)
+        self.writer.final(step, test, f"test accuracy **{test['accuracy']:.2%}** ({wrong:,} wrong of "
+                                      f"{self.test_images:,} test images), test loss {test['loss']:.4f}, "
+                                      f"after {self.config.epochs} epochs ({step:,} steps)")
 
     @timed
     def flush(self) -> None:

@@ -1,69 +1,127 @@
-"""The pictures in TensorBoard's IMAGES tab, drawn with matplotlib.
+"""The pictures in TensorBoard's IMAGES tab, drawn pixel by pixel with Pillow.
 
 Each function takes plain NumPy arrays and returns one RGB image,
-uint8 [height, width, 3], ready for `tf.summary.image`. Figures are built with
-matplotlib's object-oriented API (a `Figure` on an Agg canvas), never through
-`pyplot`, so nothing is kept in matplotlib's global state between calls and no
-window is ever opened.
+uint8 [height, width, 3], ready for `tf.summary.image`:
 
-    sample_inputs_figure          the digits as the network reads them: 28 strips, one per timestep
+    sample_inputs_figure          the digits as the network reads them: one row of pixels per timestep
     confusion_matrix_figure       true digit (rows) against predicted digit (columns)
     misclassified_figure          the validation digits the network gets wrong, with both labels
     reading_row_by_row_figure     P(digit | rows 0..t) for every t, next to the image it reads
+
+Every picture is at most WIDTH pixels wide, the width at which TensorBoard
+shows an image unless "Show actual image size" is ticked, so it is shown
+pixel for pixel: nothing is shrunk, and every number stays legible. Each
+pixel of a digit is a small square of screen pixels, and each row of the
+image (one timestep) keeps its place, so rows can be counted on the axis.
+
+Why Pillow and not matplotlib: the three per-epoch pictures took 60-100 ms
+each with matplotlib (most of it creating tick objects and laying out text),
+about 0.25 s per epoch, the larger part of what logging may cost; drawn
+here they take a few milliseconds (measured side by side on 2 shared CPU
+cores; the numbers are in the README's TensorBoard section).
 """
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
+import matplotlib
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import LogNorm
-from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
 
-from lstm_mnist.config import NUM_CLASSES, TIMESTEPS
+from lstm_mnist.config import NUM_CLASSES
 
-# Small figures at a modest resolution: they are drawn every epoch, and
-# drawing time is part of what logging costs (scripts/benchmark_logging.py).
-DPI = 80
-
-
-def to_rgb_array(figure: Figure) -> np.ndarray:
-    """Render `figure` and return its pixels, uint8 [height, width, 3]."""
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()  # (H, W, 4) RGBA -> (H, W, 3) RGB
+WIDTH = 350  # TensorBoard's IMAGES tab shows an image this wide by default
+BLACK, WHITE, GREY = (0, 0, 0), (255, 255, 255), (200, 200, 200)
+DARK_RED = (170, 20, 20)  # a wrong answer
+BOUNDARY = (110, 155, 235)  # the line between two timesteps
+SCALE = 3  # screen pixels per image pixel, for the digits read row by row
 
 
-def show_digit(axes, image: np.ndarray, row_ticks: bool = False) -> None:
-    """Draw one image, uint8 or float [28, 28], black ink on white like a page."""
-    axes.imshow(image, cmap="gray_r", interpolation="nearest")
-    axes.set_xticks([])
-    if row_ticks:
-        axes.set_yticks([0, TIMESTEPS // 2, TIMESTEPS - 1])
-        axes.tick_params(labelsize=7)
+@functools.lru_cache(maxsize=None)
+def font(size: int) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans, the font matplotlib ships with, `size` pixels high."""
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
+
+
+def write(draw: ImageDraw.ImageDraw, xy, text: str, size: int = 10, anchor: str = "la", fill=BLACK) -> None:
+    """One line of text; anchor as in Pillow: "la" left/top, "ma" centred/top, "rm" right/middle, "mm" centred."""
+    draw.text(xy, text, fill=fill, font=font(size), anchor=anchor)
+
+
+def write_upwards(picture: Image.Image, centre, text: str, size: int = 10) -> None:
+    """One line of text turned to read from bottom to top (a y-axis label), centred on `centre`."""
+    left, top, right, bottom = font(size).getbbox(text)
+    label = Image.new("RGB", (right + 2, bottom + 2), WHITE)
+    ImageDraw.Draw(label).text((1, 0), text, fill=BLACK, font=font(size))
+    label = label.rotate(90, expand=True)
+    picture.paste(label, (int(centre[0] - label.width / 2), int(centre[1] - label.height / 2)))
+
+
+def digit_pixels(image: np.ndarray, scale: int) -> np.ndarray:
+    """One image, [rows, columns] as MNIST stores it (white ink on black; uint8 0..255 or float 0..1),
+    as black ink on white paper, each pixel a scale x scale square: uint8 [rows*scale, columns*scale, 3]."""
+    ink = np.asarray(image, dtype=np.float32)
+    if np.issubdtype(np.asarray(image).dtype, np.integer):
+        ink = ink / 255.0
+    grey = np.round(255.0 * (1.0 - np.clip(ink, 0.0, 1.0))).astype(np.uint8)  # (rows, columns)
+    big = np.repeat(np.repeat(grey, scale, axis=0), scale, axis=1)  # (rows*scale, columns*scale)
+    return np.repeat(big[..., np.newaxis], 3, axis=2)  # (..., 3)
+
+
+def row_ticks(rows: int) -> list[int]:
+    """The rows to number on an axis: 0, 7, 14, 21 and the last (27), for 28 rows."""
+    step = max(1, round(rows / 4))
+    ticks = list(range(0, rows, step))
+    if rows - 1 - ticks[-1] < step / 2:
+        ticks[-1] = rows - 1  # too close to the last row to number both
     else:
-        axes.set_yticks([])
+        ticks.append(rows - 1)
+    return ticks
 
 
-def sample_inputs_figure(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """A row of digits cut into their 28 timesteps.
+def row_axis(draw: ImageDraw.ImageDraw, right: int, top: int, rows: int, row_height: int) -> None:
+    """Row numbers, right-aligned at x = right, each level with the middle of its row."""
+    for row in row_ticks(rows):
+        write(draw, (right, top + row * row_height + row_height // 2), str(row), size=9, anchor="rm")
 
-    images: [N, 28, 28] (uint8 or float in [0, 1]); labels: int [N].
-    Thin lines between the pixel rows mark what the LSTM receives at each
-    step: row 0 first, row 27 last.
+
+def sample_inputs_figure(images: np.ndarray, labels: np.ndarray, columns: int = 3) -> np.ndarray:
+    """Digits cut into their timesteps: row t of the image is the LSTM's input at timestep t.
+
+    images: [N, T, F] (uint8 or float in [0, 1]); labels: int [N]. A blue
+    line separates consecutive rows, i.e. consecutive timesteps; the rows
+    are numbered on the left: row 0 is read first, the last row last.
     """
-    count = len(images)
-    figure = Figure(figsize=(1.3 * count, 1.9), dpi=DPI)
-    for index, (image, label) in enumerate(zip(images, labels)):
-        axes = figure.add_subplot(1, count, index + 1)
-        show_digit(axes, image, row_ticks=index == 0)
-        # One horizontal line between consecutive rows = the boundary between two timesteps.
-        axes.hlines(np.arange(TIMESTEPS - 1) + 0.5, -0.5, images.shape[2] - 0.5, colors="tab:blue",
-                    linewidth=0.3, alpha=0.6)
-        axes.set_title(f"label {int(label)}", fontsize=8)
-    figure.axes[0].set_ylabel("row = timestep t", fontsize=7)
-    figure.subplots_adjust(left=0.06, right=0.99, bottom=0.02, top=0.85, wspace=0.15)
-    return to_rgb_array(figure)
+    count, rows, width = images.shape[:3]
+    row_step = SCALE + 1  # each row of pixels, then the 1-pixel line to the next row
+    cell_width, cell_height = width * SCALE, rows * row_step - 1
+    axis, gap, title, header = 24, 16, 14, 30
+    lines = -(-count // columns)  # ceil
+    line_height = title + cell_height + 8
+    canvas = np.full((header + lines * line_height, axis + columns * (cell_width + gap) - gap, 3), 255, np.uint8)
+    # Where each of the rows*SCALE pixel rows of a scaled digit goes in its cell: the lines between stay blue.
+    destination = (np.arange(rows * SCALE) // SCALE) * row_step + np.arange(rows * SCALE) % SCALE
+    cells = []
+    for index, image in enumerate(images):
+        top = header + (index // columns) * line_height + title
+        left = axis + (index % columns) * (cell_width + gap)
+        cell = np.empty((cell_height, cell_width, 3), np.uint8)
+        cell[:] = BOUNDARY
+        cell[destination] = digit_pixels(image, SCALE)
+        canvas[top:top + cell_height, left:left + cell_width] = cell
+        cells.append((top, left))
+    picture = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(picture)
+    write(draw, (0, 0), "row t of each image is the input at timestep t;")
+    write(draw, (0, 14), "the blue lines separate the timesteps")
+    for index, (top, left) in enumerate(cells):
+        write(draw, (left + cell_width // 2, top - 2), f"label {int(labels[index])}", anchor="ms")
+        if index % columns == 0:
+            row_axis(draw, left - 4, top, rows, row_step)
+    return np.asarray(picture)
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
@@ -82,109 +140,119 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
 
 
 def confusion_matrix_figure(counts: np.ndarray, title: str) -> np.ndarray:
-    """Draw a [10, 10] confusion matrix with every count written in its cell.
+    """Draw a [10, 10] confusion matrix with every count written in its cell; title: one or more lines.
 
     Colours are on a log scale so that a handful of mistakes off the
     diagonal stand out next to the hundreds of correct answers on it; empty
     cells stay white.
     """
-    figure = Figure(figsize=(4.6, 4.2), dpi=DPI)
-    axes = figure.add_subplot(1, 1, 1)
-    shown = np.ma.masked_equal(counts, 0)  # zero counts: no colour
-    axes.imshow(shown, cmap="Blues", norm=LogNorm(vmin=1, vmax=max(int(counts.max()), 2)))
+    cell = 30
+    title_lines = title.splitlines()
+    left, top = 36, 4 + 14 * len(title_lines) + 4
+    grid = cell * NUM_CLASSES
+    canvas = np.full((top + grid + 32, left + grid + 8, 3), 255, np.uint8)
+    most = max(int(counts.max()), 2)
+    shade = np.log(np.maximum(counts, 1)) / np.log(most)  # 0 for a count of 1, 1 for the largest
+    colours = np.round(255 * colormaps["Blues"](0.15 + 0.85 * shade)[..., :3]).astype(np.uint8)  # (10, 10, 3)
+    for true_digit in range(NUM_CLASSES):
+        for predicted in range(NUM_CLASSES):
+            if counts[true_digit, predicted]:  # an empty cell stays white
+                y, x = top + true_digit * cell, left + predicted * cell
+                canvas[y + 1:y + cell, x + 1:x + cell] = colours[true_digit, predicted]  # 1-pixel white gaps
+    canvas[top:top + grid + 1:cell, left:left + grid + 1] = GREY  # the grid: horizontal lines,
+    canvas[top:top + grid + 1, left:left + grid + 1:cell] = GREY  # vertical lines
+    picture = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(picture)
+    for number, line in enumerate(title_lines):
+        write(draw, (left + grid // 2, 4 + 14 * number), line, size=11, anchor="ma")
     for true_digit in range(NUM_CLASSES):
         for predicted in range(NUM_CLASSES):
             count = int(counts[true_digit, predicted])
             if count:
-                on_dark = count > np.sqrt(max(int(counts.max()), 1))  # dark cells get white text
-                axes.text(predicted, true_digit, str(count), ha="center", va="center", fontsize=7,
-                          color="white" if on_dark else "black")
-    axes.set_xticks(range(NUM_CLASSES))
-    axes.set_yticks(range(NUM_CLASSES))
-    axes.set_xlabel("predicted digit")
-    axes.set_ylabel("true digit")
-    axes.set_title(title, fontsize=9)
-    figure.subplots_adjust(left=0.12, right=0.98, bottom=0.11, top=0.92)
-    return to_rgb_array(figure)
-
-
-def tile(images: np.ndarray, columns: int, gap: int = 2, fill: float = 1.0) -> np.ndarray:
-    """Lay [N, h, w, ...] pictures out in a grid: [rows*(h+gap), columns*(w+gap), ...], gaps filled with `fill`.
-
-    Drawing one big picture in one set of axes is about ten times faster
-    than one matplotlib subplot per digit, which matters for a figure drawn
-    every epoch.
-    """
-    count, height, width = images.shape[:3]
-    rows = -(-count // columns)  # ceil
-    canvas = np.full((rows * (height + gap), columns * (width + gap), *images.shape[3:]), fill, dtype=np.float32)
-    for index, picture in enumerate(images):
-        top, left = (index // columns) * (height + gap), (index % columns) * (width + gap)
-        canvas[top:top + height, left:left + width] = picture
-    return canvas
+                on_dark = shade[true_digit, predicted] > 0.5  # dark cells get white text
+                write(draw, (left + predicted * cell + cell // 2 + 1, top + true_digit * cell + cell // 2 + 1),
+                      str(count), anchor="mm", fill=WHITE if on_dark else BLACK)
+    for digit in range(NUM_CLASSES):
+        write(draw, (left - 4, top + digit * cell + cell // 2), str(digit), anchor="rm")
+        write(draw, (left + digit * cell + cell // 2, top + grid + 3), str(digit), anchor="ma")
+    write(draw, (left + grid // 2, top + grid + 17), "predicted digit", anchor="ma")
+    write_upwards(picture, (9, top + grid // 2), "true digit")
+    return np.asarray(picture)
 
 
 def misclassified_figure(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
-                         columns: int = 8) -> np.ndarray:
-    """A grid of wrongly classified digits, each labelled with its true and predicted digit.
+                         columns: int = 5) -> np.ndarray:
+    """A grid of wrongly classified digits, each under "true -> predicted".
 
-    images: [N, 28, 28] floats in [0, 1]; labels, predictions: int [N],
-    N >= 1 (only the mistakes: the caller selects them).
+    images: [N, rows, columns] (uint8 or float in [0, 1]); labels,
+    predictions: int [N], N >= 1 (only the mistakes: the caller selects them).
     """
-    count, height, width = images.shape
-    gap = 10  # room for the label above each digit
+    count, height, width = images.shape[:3]
+    scale, gap, label, header = 2, 14, 14, 18
     columns = min(columns, count)
-    grid = tile(1.0 - np.asarray(images, dtype=np.float32), columns, gap=gap)  # (rows*(h+gap), columns*(w+gap))
-    grid = np.pad(grid, ((gap, 0), (0, 0)), constant_values=1.0)[:-gap]  # each label sits above its digit
-    figure = Figure(figsize=(grid.shape[1] / 28, grid.shape[0] / 28), dpi=DPI)
-    axes = figure.add_axes((0, 0, 1, 1))
-    axes.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-    for index in range(count):
-        top, left = (index // columns) * (height + gap), (index % columns) * (width + gap)
-        axes.text(left + width / 2, top + gap - 2, f"true {int(labels[index])}  pred {int(predictions[index])}",
-                  ha="center", va="bottom", fontsize=7, color="darkred")
-    axes.set_axis_off()
-    return to_rgb_array(figure)
+    cell_width, cell_height = width * scale, label + height * scale + 6
+    lines = -(-count // columns)  # ceil
+    canvas = np.full((header + lines * cell_height, columns * (cell_width + gap) - gap + 2, 3), 255, np.uint8)
+    places = []
+    for index, image in enumerate(images):
+        top = header + (index // columns) * cell_height + label
+        left = 1 + (index % columns) * (cell_width + gap)
+        canvas[top - 1:top + height * scale + 1, left - 1:left + cell_width + 1] = GREY  # a frame: the image's edge
+        canvas[top:top + height * scale, left:left + cell_width] = digit_pixels(image, scale)
+        places.append((top, left))
+    picture = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(picture)
+    write(draw, (0, 0), "true digit \u2192 the network's answer")
+    for index, (top, left) in enumerate(places):
+        write(draw, (left + cell_width // 2, top - 3), f"{int(labels[index])} \u2192 {int(predictions[index])}",
+              anchor="ms", fill=DARK_RED)
+    return np.asarray(picture)
 
 
 def reading_row_by_row_figure(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
-                              settled_at: list[int]) -> np.ndarray:
+                              settled_at: list[int], columns: int = 2) -> np.ndarray:
     """Each digit next to the network's class probabilities after each of its rows.
 
-    images: [N, 28, 28] floats in [0, 1]; labels: int [N]; probabilities:
-    float [N, 28, 10], probabilities[n, t] = P(digit | rows 0..t of image n);
-    settled_at: per image, the row from which the answer no longer changes.
-    Image row t and probability row t are drawn side by side at the same
-    height, so one can see which stroke made the network change its mind.
+    images: [N, T, F] (uint8 or float in [0, 1]); labels: int [N];
+    probabilities: float [N, T, 10], probabilities[n, t] = P(digit | rows
+    0..t of image n); settled_at: per image, the row from which the answer
+    no longer changes. Image row t and probability row t are drawn side by
+    side at the same height, rows numbered on the left, so one can see which
+    stroke made the network change its mind.
     """
-    count, height, width = images.shape
-    stretch = 2  # each digit's probability column is 2 pixels wide, so the ten columns are legible
-    title_band, label_band = 11, 5  # room above each pair for its title, below for the digits 0..9
-    columns = min(3, count)
-    digit_rgb = np.repeat(1.0 - np.asarray(images, dtype=np.float32)[..., np.newaxis], 3, axis=-1)  # (N, h, w, 3)
-    heat_rgb = colormaps["viridis"](np.repeat(probabilities, stretch, axis=2))[..., :3]  # (N, h, 10*stretch, 3)
-    heat_left = width + 1  # digit | 1 px | probabilities
-    block = np.ones((count, title_band + height + label_band, heat_left + NUM_CLASSES * stretch, 3), np.float32)
-    block[:, title_band:title_band + height, :width] = digit_rgb
-    block[:, title_band:title_band + height, heat_left:] = heat_rgb
-    gap = 3
-    grid = tile(block, columns=columns, gap=gap)  # one picture, drawn in one set of axes
-    scale = 4  # screen pixels per image pixel
-    figure = Figure(figsize=(grid.shape[1] * scale / DPI, (grid.shape[0] + 8) * scale / DPI), dpi=DPI)
-    axes = figure.add_axes((0, 0, 1, grid.shape[0] / (grid.shape[0] + 8)))
-    axes.imshow(grid, interpolation="nearest")
-    for index in range(count):
-        top = (index // columns) * (block.shape[1] + gap)
-        left = (index % columns) * (block.shape[2] + gap)
-        final = int(np.argmax(probabilities[index, -1]))
-        title = f"a {int(labels[index])}: says {final}, settled at row {settled_at[index]}"
-        axes.text(left, top + title_band - 1, title, fontsize=8, va="bottom")
-        # From the white line down, the most probable digit stays the final answer.
-        axes.hlines(top + title_band + settled_at[index] - 0.5, left + heat_left - 0.5,
-                    left + heat_left + NUM_CLASSES * stretch - 0.5, colors="white", linewidth=1.2)
+    count, rows, width = images.shape[:3]
+    axis, strip_gap, column_width, gap, title, below, header = 18, 4, 6, 14, 28, 14, 30
+    digit_width, height = width * SCALE, rows * SCALE
+    strip_left = axis + digit_width + strip_gap  # within a panel
+    panel_width = strip_left + NUM_CLASSES * column_width
+    panel_height = title + height + below
+    columns = min(columns, count)
+    lines = -(-count // columns)  # ceil
+    canvas = np.full((header + lines * panel_height, columns * (panel_width + gap) - gap, 3), 255, np.uint8)
+    # viridis: dark = improbable, yellow = probable; each probability a SCALE-high, column_width-wide block.
+    heat = np.round(255 * colormaps["viridis"](np.asarray(probabilities, dtype=np.float64))[..., :3]).astype(np.uint8)
+    heat = np.repeat(np.repeat(heat, SCALE, axis=1), column_width, axis=2)  # (N, T*SCALE, 10*column_width, 3)
+    panels = []
+    for index, image in enumerate(images):
+        top = header + (index // columns) * panel_height + title
+        left = (index % columns) * (panel_width + gap)
+        canvas[top:top + height, left + axis:left + axis + digit_width] = digit_pixels(image, SCALE)
+        canvas[top:top + height, left + strip_left:left + panel_width] = heat[index]
+        settled = top + settled_at[index] * SCALE  # the top edge of the row from which the answer stays
+        canvas[max(settled - 1, top):settled + 1, left + strip_left:left + panel_width] = WHITE
+        panels.append((top, left))
+    picture = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(picture)
+    write(draw, (0, 0), "beside each image: P(digit) after reading its rows 0..t,")
+    write(draw, (0, 14), "one row per image row (bright = probable)")
+    for index, (top, left) in enumerate(panels):
+        answer = int(np.argmax(probabilities[index, -1]))
+        right = answer == int(labels[index])
+        write(draw, (left, top - title), f"true {int(labels[index])}, answer {answer}",
+              fill=BLACK if right else DARK_RED)
+        write(draw, (left, top - title + 13), f"settled at row {settled_at[index]} (white line)", size=9)
+        row_axis(draw, left + axis - 3, top, rows, SCALE)
         for digit in range(NUM_CLASSES):
-            axes.text(left + heat_left + digit * stretch + (stretch - 1) / 2, top + title_band + height,
-                      str(digit), fontsize=6, ha="center", va="top")
-    axes.set_axis_off()
-    figure.suptitle("P(digit | rows 0..t), row t beside image row t; bright = probable", fontsize=8, y=0.995)
-    return to_rgb_array(figure)
+            write(draw, (left + strip_left + digit * column_width + column_width // 2, top + height + 2), str(digit),
+                  size=8, anchor="ma")
+    return np.asarray(picture)

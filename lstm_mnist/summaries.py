@@ -10,7 +10,8 @@ so the same tag in two of them is drawn as two overlaid curves:
                                      throughput/examples_per_second
                            HISTOGRAMS weights/<path>, weights_by_gate/<path>/<gate>     every summary_every_epochs
                                      gradients/<path>, gradients_by_gate/<path>/<gate>
-                           GRAPHS    train_step (the traced op graph), keras (the layers) once
+                           GRAPHS    function/train_step (the traced op graph),        once
+                                     keras (the layers: "Conceptual graph")
                            IMAGES    inputs/as_timesteps                                once
                            TEXT      run/config, run/model_summary                      once
     <run_dir>/validation/  SCALARS   epoch/loss, epoch/accuracy                         once per epoch
@@ -18,6 +19,7 @@ so the same tag in two of them is drawn as two overlaid curves:
                            IMAGES    validation/confusion_matrix, validation/misclassified,
                                      validation/reading_row_by_row                      every summary_every_epochs
     <run_dir>/test/        SCALARS   final/loss, final/accuracy                         once, at the end
+                           TEXT      final/result (the test numbers in a sentence)
 
 The x-axis is always the global training step (the optimizer's iteration
 count), so train and validation points line up. What is written once is
@@ -36,6 +38,7 @@ candidate, output (see gates.py).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 
 import keras
@@ -44,20 +47,28 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
+from lstm_mnist.config import Config
 from lstm_mnist.errors import OneLineError, plain_reason
 from lstm_mnist.gates import Gates, fused_weights, lstm_layers, split_gates
 from lstm_mnist.run import resume_command
 
-# Metrics the HPARAMS tab shows next to each run's settings: (run folder, tag).
+# Metrics the HPARAMS tab shows next to each run's settings, in this order: (run folder, tag).
 HPARAMS_METRICS = (
     ("test", "final/accuracy"),
-    ("test", "final/loss"),
     ("validation", "epoch/accuracy"),
+    ("test", "final/loss"),
     ("validation", "epoch/loss"),
 )
+# The settings a learner varies first, in the order of the HPARAMS columns; every other
+# hyperparameter follows, in the order of config.py.
+HPARAMS_FIRST = ("cell", "units", "layers", "epochs", "learning_rate", "train_examples", "bidirectional", "dropout",
+                 "batch_size", "lr_schedule")
 # Settings that say where things are, not how the model is trained.
 NOT_HYPERPARAMETERS = ("data", "log_dir", "name", "log_every_steps", "tensorboard", "summary_every_epochs", "profile",
                        "checkpoint_every_steps")
+# The traced training step's tag in GRAPHS. The graph page opens the first tag in sorted order as an op graph,
+# so this must sort before Keras's `keras` tag, which holds no op graph (opened as one, it fails: "Malformed GraphDef").
+TRAIN_STEP_GRAPH = "function/train_step"
 HISTOGRAM_BUCKETS = 30  # what tf.summary.histogram uses
 
 
@@ -114,6 +125,28 @@ def loss_gradients(model: keras.Model, x, y) -> list:
     return [np.asarray(gradient) for gradient in tape.gradient(loss, model.trainable_variables)]
 
 
+def hparam_columns(config_dict: dict) -> list:
+    """The HPARAMS tab's settings, HPARAMS_FIRST first: hparams_api.HParam, each shown under its setting's name.
+
+    TensorBoard (2.21) ignores the order given to `hparams_config`: it sorts the
+    settings by their internal name and ticks only the first five as columns.
+    So the internal name carries the rank ("01 cell", "02 units", ...) and the
+    display name, which is all the tab shows, is the setting's own name.
+    """
+    fields = {field.name: field for field in dataclasses.fields(Config)}
+    names = [name for name in config_dict if name not in NOT_HYPERPARAMETERS]
+    names = [name for name in HPARAMS_FIRST if name in names] + [name for name in names if name not in HPARAMS_FIRST]
+    columns = []
+    for rank, name in enumerate(names, start=1):
+        choices = fields[name].metadata.get("choices")
+        # A discrete domain gives the tab a checkbox per value to filter rows by; numbers are left without one.
+        domain = hparams_api.Discrete([False, True]) if isinstance(config_dict[name], bool) \
+            else hparams_api.Discrete(list(choices)) if choices else None
+        columns.append(hparams_api.HParam(f"{rank:02d} {name}", domain, display_name=name,
+                                          description=fields[name].metadata["help"]))
+    return columns
+
+
 class TensorBoardWriter:
     """Owns the event-file writers of one run and knows every tag."""
 
@@ -163,10 +196,12 @@ class TensorBoardWriter:
                     tf.summary.scalar("epoch/loss", metrics["loss"])
                     tf.summary.scalar("epoch/accuracy", metrics["accuracy"])
 
-    def final(self, step: int, test: dict) -> None:
+    def final(self, step: int, test: dict, sentence: str) -> None:
+        """The test numbers: two scalars, and the same in a sentence (TEXT), where one run cannot hide another."""
         with self.writing("test", step):
             tf.summary.scalar("final/loss", test["loss"])
             tf.summary.scalar("final/accuracy", test["accuracy"])
+            tf.summary.text("final/result", sentence)
 
     # --- Histograms ----------------------------------------------------------
     def weights(self, step: int, model: keras.Model) -> None:
@@ -228,9 +263,9 @@ class TensorBoardWriter:
         tf.summary.trace_on(graph=True, profiler=False)
 
     def export_graph_trace(self) -> None:
-        """Write the graph recorded since `start_graph_trace` as tag `train_step`, at step 0."""
+        """Write the graph recorded since `start_graph_trace` as tag TRAIN_STEP_GRAPH, at step 0."""
         with self.writing("train", 0):
-            tf.summary.trace_export("train_step", step=0)
+            tf.summary.trace_export(TRAIN_STEP_GRAPH, step=0)
 
     def hparams(self, config_dict: dict, trial_id: str) -> None:
         """The run's hyperparameters, and which of its metrics the HPARAMS tab should show.
@@ -239,12 +274,12 @@ class TensorBoardWriter:
         metrics), so runs with different cells, units or learning rates line
         up as rows of one table.
         """
-        values = {name: value for name, value in config_dict.items() if name not in NOT_HYPERPARAMETERS}
+        hparams = hparam_columns(config_dict)
         metrics = [hparams_api.Metric(tag, group=group, display_name=f"{group} {tag.split('/')[-1]}")
                    for group, tag in HPARAMS_METRICS]
         with self.writing("", 0):
-            hparams_api.hparams_config(hparams=[hparams_api.HParam(name) for name in values], metrics=metrics)
-            hparams_api.hparams(values, trial_id=trial_id)
+            hparams_api.hparams_config(hparams=hparams, metrics=metrics)
+            hparams_api.hparams({hparam: config_dict[hparam.display_name] for hparam in hparams}, trial_id=trial_id)
 
     # --- Housekeeping ---------------------------------------------------------
     def flush(self) -> None:

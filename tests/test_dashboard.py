@@ -24,7 +24,8 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-from lstm_mnist.config import FEATURES, NUM_CLASSES, TIMESTEPS, Config
+from lstm_mnist import figures
+from lstm_mnist.config import CELL_TYPES, FEATURES, NUM_CLASSES, TIMESTEPS, Config
 from lstm_mnist.dashboard import Dashboard, trim_events_after
 from lstm_mnist.figures import (
     confusion_matrix,
@@ -37,7 +38,13 @@ from lstm_mnist.gates import fused_weights, lstm_gate_activations, lstm_layers, 
 from lstm_mnist.lstm_cell import Gates
 from lstm_mnist.model import build_model
 from lstm_mnist.reading import can_read_row_by_row, probabilities_after_each_row, settled_row
-from lstm_mnist.summaries import SummaryWriteError, histogram_buckets
+from lstm_mnist.summaries import (
+    HPARAMS_FIRST,
+    NOT_HYPERPARAMETERS,
+    SummaryWriteError,
+    hparam_columns,
+    histogram_buckets,
+)
 from lstm_mnist.train import train_and_evaluate
 
 
@@ -162,6 +169,68 @@ def test_figures_are_rgb_pictures():
     for picture in pictures:
         assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[2] == 3
         assert picture.std() > 0  # something was drawn
+        # TensorBoard shows an image WIDTH pixels wide by default: a wider one is shrunk, and its text with it.
+        assert picture.shape[1] <= figures.WIDTH, picture.shape
+
+
+@pytest.fixture
+def written(monkeypatch):
+    """Every piece of text the figures draw, in order (figures.write and write_upwards still draw it)."""
+    texts = []
+    draw_line, draw_upwards = figures.write, figures.write_upwards
+    monkeypatch.setattr(figures, "write", lambda draw, xy, text, *args, **kwargs:
+                        texts.append(text) or draw_line(draw, xy, text, *args, **kwargs))
+    monkeypatch.setattr(figures, "write_upwards", lambda picture, centre, text, *args, **kwargs:
+                        texts.append(text) or draw_upwards(picture, centre, text, *args, **kwargs))
+    return texts
+
+
+def test_the_reading_figure_numbers_its_rows_and_says_what_each_digit_is(written):
+    rng = np.random.default_rng(0)
+    images, labels = rng.random((2, TIMESTEPS, FEATURES)), np.array([1, 3])
+    probabilities = np.zeros((2, TIMESTEPS, NUM_CLASSES))
+    probabilities[0, :, 1] = probabilities[1, :20, 3] = probabilities[1, 20:, 8] = 1.0  # the 3 ends up read as 8
+    reading_row_by_row_figure(images, labels, probabilities, [0, 20])
+    assert figures.row_ticks(TIMESTEPS) == [0, 7, 14, 21, 27]
+    rows = [str(row) for row in figures.row_ticks(TIMESTEPS)]
+    assert written.count("27") == 2 and all(written.count(row) >= 2 for row in rows)  # an axis beside each digit
+    assert {"true 1, answer 1", "true 3, answer 8", "settled at row 20 (white line)"} <= set(written)
+    assert all(written.count(str(digit)) >= 2 for digit in range(NUM_CLASSES))  # the columns of each strip
+    assert not [text for text in written if "says" in text]
+
+
+def test_the_confusion_matrix_has_labelled_axes_and_every_count_in_its_cell(written):
+    counts = np.diag(np.arange(100, 110))
+    counts[4, 9] = 13
+    confusion_matrix_figure(counts, "validation, step 3\n13 wrong")
+    assert {"predicted digit", "true digit", "validation, step 3", "13 wrong", "13"} <= set(written)
+    assert all(str(count) in written for count in range(100, 110))
+    assert all(written.count(str(digit)) == 2 for digit in range(NUM_CLASSES))  # the ticks: rows and columns
+
+
+def test_the_timesteps_are_separated_by_lines_and_numbered(written):
+    blank = np.zeros((6, TIMESTEPS, FEATURES), np.float32)  # white paper: only the lines are coloured
+    picture = sample_inputs_figure(blank, np.arange(6), columns=3)
+    full_lines = np.all(picture == figures.BOUNDARY, axis=2).sum(axis=1) == 3 * FEATURES * figures.SCALE
+    assert full_lines.sum() == 2 * (TIMESTEPS - 1)  # two lines of three digits, a line between each two rows
+    assert written.count("27") == 2 and {f"label {digit}" for digit in range(6)} <= set(written)
+
+
+def test_the_misclassified_digits_are_labelled_true_then_answer(written):
+    misclassified_figure(np.zeros((3, TIMESTEPS, FEATURES)), np.array([4, 7, 9]), np.array([9, 1, 4]))
+    assert ["4 \u2192 9", "7 \u2192 1", "9 \u2192 4"] == [text for text in written if "\u2192" in text][1:]
+
+
+def test_hparams_columns_come_in_the_order_tensorboard_shows_them():
+    """TensorBoard sorts the HPARAMS settings by name and shows the first five: the names must sort as ranked."""
+    config = Config().to_dict()
+    columns = hparam_columns(config)
+    shown = [column.display_name for column in sorted(columns, key=lambda column: column.name)]
+    assert shown[:5] == ["cell", "units", "layers", "epochs", "learning_rate"]
+    assert shown[:len(HPARAMS_FIRST)] == list(HPARAMS_FIRST)
+    assert set(shown) == set(config) - set(NOT_HYPERPARAMETERS)  # every other setting follows
+    (cell,) = [column for column in columns if column.display_name == "cell"]
+    assert cell.domain.values == sorted(CELL_TYPES) and cell.description.startswith("recurrent cell")
 
 
 def small_config(log_dir, **overrides):
@@ -233,7 +302,8 @@ def test_without_a_validation_set_nothing_is_written_for_it_and_gradients_come_f
     x_train = random_rows(200)
     y_train = np.arange(200, dtype=np.int32) % NUM_CLASSES
     no_images = np.zeros((0, TIMESTEPS, FEATURES), np.float32)
-    splits = SimpleNamespace(x_train=x_train, y_train=y_train, x_val=no_images, y_val=np.zeros(0, np.int32))
+    splits = SimpleNamespace(x_train=x_train, y_train=y_train, x_val=no_images, y_val=np.zeros(0, np.int32),
+                             x_test=x_train[:50])
     run_dir = tmp_path / "run"
     with Dashboard(run_dir, config, model, splits, log=lambda line: None) as dashboard:
         dashboard.start_of_run("the model summary")

@@ -7,6 +7,7 @@ plugins and tags it serves. The server is always stopped, even when a test
 fails.
 """
 
+import functools
 import json
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 
 from lstm_mnist.config import Config
 from lstm_mnist.gates import lstm_layers
+from lstm_mnist.summaries import TRAIN_STEP_GRAPH
 
 STEPS_PER_EPOCH = 4  # 256 images / batch 64
 GATES = ("input", "forget", "candidate", "output")  # the last part of every per-gate tag (lstm_cell.Gates)
@@ -152,19 +154,67 @@ def test_graphs(server, tiny_run):
     _, result = tiny_run
     _, train, _, _ = names(result)
     info = server.get("/data/plugin/graphs/info")[train]["tags"]
-    assert info["train_step"]["op_graph"], "the traced training step is missing"
+    assert info[TRAIN_STEP_GRAPH]["op_graph"], "the traced training step is missing"
     assert info["keras"]["conceptual_graph"], "the Keras layer graph is missing"
     layer_graph = server.get(f"/data/plugin/graphs/graph?run={train}&tag=keras&conceptual=true").decode()
     for layer in result.model.layers:
         assert f'name: "{result.model.name}/{layer.name}"' in layer_graph
-    op_graph = server.get(f"/data/plugin/graphs/graph?run={train}&tag=train_step").decode()
+    op_graph = server.get(f"/data/plugin/graphs/graph?run={train}&tag={TRAIN_STEP_GRAPH}").decode()
     assert "lstm_1" in op_graph, op_graph[:500]
+
+
+def compare_tag_names(a: str, b: str) -> int:
+    """TensorBoard's frontend order of tag names (its `compareTagNames`): runs of digits compare as numbers,
+    and '/', '_' and digits come before every other character."""
+    def is_break(char):
+        return char in "/_" or char.isdigit()
+
+    i = j = 0
+    while True:
+        if i == len(a):
+            return 0 if j == len(b) else -1
+        if j == len(b):
+            return 1
+        if a[i].isdigit() and b[j].isdigit():
+            start_a, start_b = i, j
+            while i < len(a) and a[i].isdigit():
+                i += 1
+            while j < len(b) and b[j].isdigit():
+                j += 1
+            if int(a[start_a:i]) != int(b[start_b:j]):
+                return -1 if int(a[start_a:i]) < int(b[start_b:j]) else 1
+            continue
+        if is_break(a[i]) != is_break(b[j]):
+            return -1 if is_break(a[i]) else 1
+        if not is_break(a[i]) and a[i] != b[j]:
+            return -1 if a[i] < b[j] else 1
+        i, j = i + 1, j + 1
+
+
+def test_the_graphs_tab_opens_on_a_graph_it_can_draw(server, tiny_run):
+    """The GRAPHS page opens a run's first graph ("Default", the run's own graph, if any, else the first tag
+    in its order) as an op graph. A tag with only a conceptual graph (Keras's `keras`) is answered 404, and
+    the page then opens on "Malformed GraphDef"."""
+    _, result = tiny_run
+    _, train, _, _ = names(result)
+    info = server.get("/data/plugin/graphs/info")[train]
+    tags = sorted(info["tags"], key=functools.cmp_to_key(compare_tag_names))
+    assert not info["run_graph"] and tags[0] == TRAIN_STEP_GRAPH
+    graph = server.get(f"/data/plugin/graphs/graph?run={train}&tag={tags[0]}&conceptual=false").decode()
+    assert 'op: "' in graph  # a GraphDef of operations, in text form
+    with pytest.raises(urllib.error.HTTPError, match="404"):  # what the page met before: keras as an op graph
+        server.get(f"/data/plugin/graphs/graph?run={train}&tag=keras&conceptual=false")
 
 
 def test_text(server, tiny_run):
     _, result = tiny_run
-    _, train, _, _ = names(result)
-    assert set(server.get("/data/plugin/text/tags")[train]) == {"run/config", "run/model_summary"}
+    _, train, _, test = names(result)
+    tags = server.get("/data/plugin/text/tags")
+    assert set(tags[train]) == {"run/config", "run/model_summary"}
+    assert set(tags[test]) == {"final/result"}
+    sentence = server.get(f"/data/plugin/text/text?run={test}&tag=final/result")[-1]["text"]
+    accuracy = result.metrics["test_accuracy"]
+    assert f"test accuracy <strong>{accuracy:.2%}</strong> ({round((1 - accuracy) * 128)} wrong of 128" in sentence
     config_text = server.get(f"/data/plugin/text/text?run={train}&tag=run/config")[-1]["text"]
     assert "<code>units</code>" in config_text and "<code>16</code>" in config_text
     summary_text = server.get(f"/data/plugin/text/text?run={train}&tag=run/model_summary")[-1]["text"]
@@ -173,17 +223,20 @@ def test_text(server, tiny_run):
 
 def test_hparams(server, tiny_run):
     _, result = tiny_run
-    experiment = server.post("/data/plugin/hparams/experiment", {"experimentName": ""})
-    hparams = {info["name"] for info in experiment["hparamInfos"]}
-    assert {"cell", "units", "layers", "learning_rate", "batch_size", "bidirectional"} <= hparams
-    metrics = {(info["name"]["group"], info["name"]["tag"]) for info in experiment["metricInfos"]}
-    assert ("test", "final/accuracy") in metrics and ("validation", "epoch/accuracy") in metrics
+    # The frontend's request: it ticks the first five settings and the first five metrics, in this order.
+    experiment = server.post("/data/plugin/hparams/experiment", {"experimentName": "", "hparamsLimit": 1000})
+    shown = [info["displayName"] for info in experiment["hparamInfos"]]
+    assert shown[:5] == ["cell", "units", "layers", "epochs", "learning_rate"]
+    assert {"batch_size", "bidirectional", "train_examples", "dropout"} <= set(shown)
+    metrics = [(info["name"]["group"], info["name"]["tag"]) for info in experiment["metricInfos"]]
+    assert metrics[:2] == [("test", "final/accuracy"), ("validation", "epoch/accuracy")]
+    name = {info["displayName"]: info["name"] for info in experiment["hparamInfos"]}
     groups = server.post("/data/plugin/hparams/session_groups", {
         "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
                                                   "STATUS_RUNNING"],
         "colParams": [], "startIndex": 0, "sliceSize": 10})["sessionGroups"]
     (group,) = [g for g in groups if g["name"] == result.run_dir.name]
-    assert group["hparams"]["units"] == 16 and group["hparams"]["cell"] == "lstm"
+    assert group["hparams"][name["units"]] == 16 and group["hparams"][name["cell"]] == "lstm"
     final = {(m["name"]["group"], m["name"]["tag"]): m["value"] for m in group["metricValues"]}
     assert final[("test", "final/accuracy")] == pytest.approx(result.metrics["test_accuracy"])
     assert final[("validation", "epoch/accuracy")] == pytest.approx(result.metrics["val_accuracy"])
