@@ -194,9 +194,10 @@ class Dashboard:
     def end_of_run(self, step: int, test: dict) -> None:
         """test: the test set's loss and accuracy, measured once, after training."""
         wrong = round((1 - test["accuracy"]) * self.test_images)
+        epochs = f"{self.config.epochs} epoch" + ("s" if self.config.epochs > 1 else "")
         self.writer.final(step, test, f"test accuracy **{test['accuracy']:.2%}** ({wrong:,} wrong of "
-                                      f"{self.test_images:,} test images), test loss {test['loss']:.4f}, "
-                                      f"after {self.config.epochs} epochs ({step:,} steps)")
+                                      f"{self.test_images:,} test images), test loss {test['loss']:.4f}, after "
+                                      f"{epochs} on {len(self.x_train):,} training images ({step:,} steps)")
 
     @timed
     def flush(self) -> None:

@@ -8,9 +8,9 @@ uint8 [height, width, 3], ready for `tf.summary.image`:
     misclassified_figure          the validation digits the network gets wrong, with both labels
     reading_row_by_row_figure     P(digit | rows 0..t) for every t, next to the image it reads
 
-Every picture is at most WIDTH pixels wide, the width at which TensorBoard
-shows an image unless "Show actual image size" is ticked, so it is shown
-pixel for pixel: nothing is shrunk, and every number stays legible. Each
+Every picture is WIDTH pixels wide, the width at which TensorBoard shows an
+image unless "Show actual image size" is ticked, so it is shown pixel for
+pixel: nothing is shrunk or stretched, and every number stays legible. Each
 pixel of a digit is a small square of screen pixels, and each row of the
 image (one timestep) keeps its place, so rows can be counted on the axis.
 
@@ -58,6 +58,14 @@ def write_upwards(picture: Image.Image, centre, text: str, size: int = 10) -> No
     ImageDraw.Draw(label).text((1, 0), text, fill=BLACK, font=font(size))
     label = label.rotate(90, expand=True)
     picture.paste(label, (int(centre[0] - label.width / 2), int(centre[1] - label.height / 2)))
+
+
+def framed(picture: Image.Image) -> np.ndarray:
+    """The finished picture as uint8 [height, WIDTH, 3]: centred on white, so that TensorBoard, which fits an
+    image to WIDTH, shows it pixel for pixel instead of stretching it."""
+    pixels = np.asarray(picture)
+    margin = max(WIDTH - pixels.shape[1], 0)
+    return np.pad(pixels, ((0, 0), (margin // 2, margin - margin // 2), (0, 0)), constant_values=255)
 
 
 def digit_pixels(image: np.ndarray, scale: int) -> np.ndarray:
@@ -121,7 +129,7 @@ def sample_inputs_figure(images: np.ndarray, labels: np.ndarray, columns: int = 
         write(draw, (left + cell_width // 2, top - 2), f"label {int(labels[index])}", anchor="ms")
         if index % columns == 0:
             row_axis(draw, left - 4, top, rows, row_step)
-    return np.asarray(picture)
+    return framed(picture)
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
@@ -177,7 +185,7 @@ def confusion_matrix_figure(counts: np.ndarray, title: str) -> np.ndarray:
         write(draw, (left + digit * cell + cell // 2, top + grid + 3), str(digit), anchor="ma")
     write(draw, (left + grid // 2, top + grid + 17), "predicted digit", anchor="ma")
     write_upwards(picture, (9, top + grid // 2), "true digit")
-    return np.asarray(picture)
+    return framed(picture)
 
 
 def misclassified_figure(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
@@ -206,7 +214,7 @@ def misclassified_figure(images: np.ndarray, labels: np.ndarray, predictions: np
     for index, (top, left) in enumerate(places):
         write(draw, (left + cell_width // 2, top - 3), f"{int(labels[index])} \u2192 {int(predictions[index])}",
               anchor="ms", fill=DARK_RED)
-    return np.asarray(picture)
+    return framed(picture)
 
 
 def reading_row_by_row_figure(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
@@ -255,4 +263,4 @@ def reading_row_by_row_figure(images: np.ndarray, labels: np.ndarray, probabilit
         for digit in range(NUM_CLASSES):
             write(draw, (left + strip_left + digit * column_width + column_width // 2, top + height + 2), str(digit),
                   size=8, anchor="ma")
-    return np.asarray(picture)
+    return framed(picture)

@@ -170,7 +170,7 @@ def test_figures_are_rgb_pictures():
         assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[2] == 3
         assert picture.std() > 0  # something was drawn
         # TensorBoard shows an image WIDTH pixels wide by default: a wider one is shrunk, and its text with it.
-        assert picture.shape[1] <= figures.WIDTH, picture.shape
+        assert picture.shape[1] == figures.WIDTH, picture.shape
 
 
 @pytest.fixture
