@@ -238,3 +238,20 @@ def test_the_readme_shows_the_docstrings_equations_and_opens_with_its_intuition(
     docstring_opening = lstm_cell.__doc__.split("\n\n")[1]  # the paragraph after the one-line summary
     assert " ".join(intuition.split()) == " ".join(docstring_opening.split())
     assert lstm_cell.__doc__.index(docstring_opening) < lstm_cell.__doc__.index("(1)")
+
+
+def test_no_other_module_writes_the_equations_out_again():
+    """One copy of the equations (lstm_cell.py's docstring): the other modules refer to them by number."""
+    import lstm_mnist.lstm_cell as lstm_cell
+
+    package = Path(lstm_cell.__file__).resolve().parent
+    # The lines that define the cell state and the hidden state: any module that repeats them is a second copy.
+    defining = [line.strip() for line in lstm_cell.__doc__.splitlines() if re.search(r"\(([57])\)", line)]
+    assert len(defining) == 2
+    formulas = [line.split("(")[0].strip() for line in defining]  # "c_t = f_t * c_{t-1} + i_t * g_t", ...
+    for module in sorted(package.glob("*.py")):
+        if module.name == "lstm_cell.py":
+            continue
+        text = " ".join(module.read_text().split())
+        for formula in formulas:
+            assert " ".join(formula.split()) not in text, f"{module.name} writes equation {formula!r} out again"
