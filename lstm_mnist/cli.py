@@ -335,12 +335,13 @@ def runs_command(args: argparse.Namespace, stop: StopRequests) -> int:
     from lstm_mnist.runs import list_runs, table
 
     rows, skipped = list_runs(args.log_dir)
+    lines = table(rows, sort=args.sort) if rows else []  # a bad --sort is refused before anything is printed
     for line in skipped:
         print(line, file=sys.stderr)
     if not rows:
         print(f"no runs in {args.log_dir} yet; start one with: lstm-mnist train --log-dir {args.log_dir}")
         return 0
-    for line in table(rows, sort=args.sort):
+    for line in lines:
         print(line)
     notes = [row.note for row in rows if row.note]
     if notes:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -150,10 +151,12 @@ def read_picture(path: Path) -> np.ndarray:
 
     check_input_file(path)
     try:
-        with Image.open(path) as picture:
+        with warnings.catch_warnings(), Image.open(path) as picture:
+            # Pillow warns from 89 megapixels on; ours refuses from MAX_PIXELS, in one line.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             width, height = picture.size
             if width * height > MAX_PIXELS:  # checked on the header, before anything is decoded
-                raise ImageError(f"{path} is {width:,}x{height:,} pixels; a digit needs far fewer "
+                raise ImageError(f"{path} is {width:,}x{height:,} pixels, far more than a digit needs "
                                  f"(the limit is {MAX_PIXELS // 1_000_000} megapixels): scale it down first")
             picture = ImageOps.exif_transpose(picture)  # a phone photo stored sideways, turned upright
             if "A" in picture.getbands() or "transparency" in picture.info:
@@ -165,6 +168,9 @@ def read_picture(path: Path) -> np.ndarray:
                 grey = np.asarray(picture.convert("F"), np.float32)  # (H, W), 8 or 16 bits alike
     except ImageError:
         raise
+    except Image.DecompressionBombError:  # Pillow's own guard: over 179 megapixels, refused while opening
+        raise ImageError(f"{path} has far more pixels than a digit needs (the limit is "
+                         f"{MAX_PIXELS // 1_000_000} megapixels): scale it down first") from None
     except Exception as error:  # Pillow's decoders fail in many ways on a damaged file: OSError, SyntaxError, ...
         kind = "not an image Pillow can read (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)" \
             if type(error).__name__ == "UnidentifiedImageError" else f"a damaged image ({short_reason(error)})"
