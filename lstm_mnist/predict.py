@@ -41,7 +41,7 @@ BOX = 20  # MNIST's digits were scaled to fit a 20x20 box inside the 28x28 field
 CENTRE_ROW, CENTRE_COLUMN = TIMESTEPS / 2, FEATURES / 2
 # A digit needs no more; these refuse a decompression bomb or a 2 GB file before it is decoded.
 MAX_PIXELS = 64_000_000
-MAX_FILE_BYTES = 256 << 20
+MAX_FILE_BYTES = 128 << 20  # room for a photo, or a .npy of 160,000 digits
 NPY_SUFFIX = ".npy"
 
 
@@ -185,7 +185,9 @@ def read_npy(path: Path) -> list[Digit]:
     """A .npy file of one image [28, 28] or N images [N, 28, 28] (named file.npy[i]); saved.preprocess's rules."""
     check_input_file(path)
     try:
-        array = np.load(path, allow_pickle=False)  # a pickled object array is refused, never run
+        # Memory-mapped: a header claiming more than the file holds is refused before anything is allocated.
+        # allow_pickle=False: a pickled object array is refused, never run.
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
         raise ImageError(f"{path}: cannot read it as a .npy array ({short_reason(error)})") from None
     if not isinstance(array, np.ndarray):
@@ -194,6 +196,8 @@ def read_npy(path: Path) -> list[Digit]:
         images = preprocess(array)  # (N, 28, 28)
     except ImageError as error:
         raise ImageError(f"{path}: {error}") from None
+    except MemoryError:
+        raise ImageError(f"{path}: its {array.shape} images do not fit in memory; predict on fewer") from None
     if array.ndim == 2:
         return [Digit(str(path), images[0])]
     return [Digit(f"{path}[{index}]", image) for index, image in enumerate(images)]

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import os
 import stat
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -87,6 +88,8 @@ def read_finished_run(run_dir) -> RunRecord:
     """config.json and metrics.json of a finished run, checked; RunFolderError (one line) otherwise. Only reads."""
     run_dir = Path(run_dir)
     check_is_folder(run_dir)
+    if (run_dir / CONFIG_FILE).exists() and not is_file(run_dir / CONFIG_FILE):
+        raise RunFolderError(f"{run_dir / CONFIG_FILE} is not a regular file; this is not a run lstm-mnist train made")
     if not is_file(run_dir / CONFIG_FILE):
         runs_inside = [child.name for child in sorted_children(run_dir) if is_file(child / CONFIG_FILE)]
         if runs_inside:
@@ -99,6 +102,8 @@ def read_finished_run(run_dir) -> RunRecord:
         raise RunFolderError(unfinished_message(run_dir))
     metrics = read_metrics(run_dir)
     if not is_file(run_dir / MODEL_FILE):
+        if (run_dir / MODEL_FILE).exists():
+            raise RunFolderError(f"{run_dir / MODEL_FILE} is not a regular file, so it is not the model the run saved")
         raise RunFolderError(f"{run_dir}: its {MODEL_FILE} is missing (the run finished, but the model "
                              "was deleted or moved); there is nothing to load")
     return RunRecord(run_dir, config, metrics, fingerprint)
@@ -114,6 +119,9 @@ def load_model(run_dir: Path):
     from lstm_mnist.lstm_cell import ScratchLSTMCell  # registers "lstm_mnist>ScratchLSTMCell" with Keras
 
     path = run_dir / MODEL_FILE
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" of an empty or cut-off file
+        raise RunFolderError(f"{path} is not a Keras model file (a .keras file is a zip archive, and this one is "
+                             "not: empty, cut short or overwritten); the run's model is lost: train it again")
     try:
         # safe_mode (the default, said out loud): a model file holding Python code (a Lambda layer) is refused.
         model = keras.models.load_model(path, compile=False, safe_mode=True,
@@ -171,13 +179,13 @@ def read_small_json(path: Path, what: str):
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise RunFolderError(f"{path} is not a regular file; it is not the {what} of an lstm_mnist run")
+                raise RunFolderError(f"{path} is not a regular file, so it does not hold {what} of a run")
             data = f.read(SMALL_FILE_LIMIT + 1)
     except OSError as error:
         raise RunFolderError(f"{path}: cannot read {what} ({plain_reason(error)})") from None
     if len(data) > SMALL_FILE_LIMIT:
-        raise RunFolderError(f"{path} is larger than {SMALL_FILE_LIMIT >> 20} MiB; it is not the {what} "
-                             "of an lstm_mnist run")
+        raise RunFolderError(f"{path} is larger than {SMALL_FILE_LIMIT >> 20} MiB, far too large to hold "
+                             f"{what} of an lstm_mnist run")
     try:
         return json.loads(data)
     except ValueError as error:  # not JSON, or not UTF-8

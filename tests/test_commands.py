@@ -190,6 +190,10 @@ def test_bad_images_and_bad_run_folders_are_one_line(tiny_finished_run, capsys, 
     (unfinished / "metrics.json").unlink()
     damaged = copy_run(tiny_finished_run, tmp_path / "damaged")
     (damaged / "model.keras").write_bytes(b"PK\x03\x04 not really a zip")
+    overwritten = copy_run(tiny_finished_run, tmp_path / "overwritten")
+    model_bytes = bytearray((overwritten / "model.keras").read_bytes())
+    model_bytes[len(model_bytes) // 2:len(model_bytes) // 2 + 64] = b"\xff" * 64  # inside the weights
+    (overwritten / "model.keras").write_bytes(bytes(model_bytes))
     newer = copy_run(tiny_finished_run, tmp_path / "newer")
     config = json.loads((newer / "config.json").read_text())
     (newer / "config.json").write_text(json.dumps({**config, "setting_from_the_future": 1}))
@@ -200,7 +204,8 @@ def test_bad_images_and_bad_run_folders_are_one_line(tiny_finished_run, capsys, 
         (tiny_finished_run.parent, 2, "is a folder of runs, not a run"),
         (unfinished, 2, f"did not finish (it has no metrics.json), so it has no final model; finish it with: "
                         f"lstm-mnist train --resume {unfinished}"),
-        (damaged, 2, "model.keras cannot be loaded"),
+        (damaged, 2, "model.keras is not a Keras model file (a .keras file is a zip archive, and this one is not"),
+        (overwritten, 2, "model.keras cannot be loaded (Bad CRC-32"),
         (newer, 2, "does not know: setting_from_the_future; the run was made by an incompatible version"),
     ]
     for folder, status, message in folders:
