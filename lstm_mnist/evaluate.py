@@ -106,9 +106,9 @@ def report(evaluation: Evaluation) -> list[str]:
         f"; metrics.json recorded {recorded:.2%}" + (" (the same)" if recorded == evaluation.accuracy
                                                      else " (DIFFERENT: the model file or the data changed)"))
     lines = [f"run: {evaluation.run_dir}",
-             f"data: {evaluation.data_source}; the {evaluation.which} set, {count:,} images",
-             f"{evaluation.which} accuracy {evaluation.accuracy:.2%} ({right:,} of {count:,} right), "
-             f"loss {evaluation.loss:.4f}{agreement}",
+             f"data: {evaluation.data_source}",
+             f"{evaluation.which} accuracy {evaluation.accuracy:.2%} ({right:,} of {count:,} {evaluation.which} "
+             f"images right), loss {evaluation.loss:.4f}{agreement}",
              "",
              "digit  precision  recall  images",
              *(f"{digit:>5}  {percent(precision[digit]):>9}  {percent(recall[digit]):>6}  "

@@ -29,6 +29,7 @@ def is_startup_chatter(line: str) -> bool:
     """
     return (line.startswith("WARNING: All log messages before absl::InitializeLog()")
             or line.startswith("I0000 ")
+            or line.startswith("To enable the following instructions: ")  # the second line of an I0000 one
             or (line.startswith("E0000 ") and "cuInit" in line))
 
 

@@ -265,6 +265,7 @@ class Run:
         self.log(f"test accuracy {test['accuracy']:.2%} on {which} test images "
                  f"(test loss {test['loss']:.4f}), {metrics['seconds']:.0f}s in all")
         self.log(f"saved: {model_file}, {metrics_file}")
+        self.log(f"look closer: lstm-mnist evaluate {shlex.quote(str(self.run_dir))}")
         self.log(f"view the curves: tensorboard --logdir {shlex.quote(str(self.run_dir.parent))}")
         return metrics
 
@@ -515,7 +516,8 @@ def load_run_config(run_dir: Path) -> tuple[Config, str | None]:
     if not config_file.exists():
         raise RunError(f"--resume {run_dir}: not a run folder (it has no config.json)")
     if (run_dir / "metrics.json").exists():
-        raise RunError(f"--resume {run_dir}: this run already finished (metrics.json exists); start a new run")
+        raise RunError(f"--resume {run_dir}: this run already finished (metrics.json exists); start a new run, "
+                       f"or look at this one with: lstm-mnist evaluate {shlex.quote(str(run_dir))}")
     try:
         saved = json.loads(config_file.read_bytes())
     except OSError as error:
