@@ -60,7 +60,10 @@ class OneLineErrorParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}{choice_suggestion(message)} (see {self.prog} --help)\n")
+        hint = choice_suggestion(message)
+        if message.startswith("argument --test-index: invalid int value"):
+            hint = "; --test-index takes the numbers after it, so put the picture files before it"
+        self.exit(2, f"{self.prog}: error: {message}{hint} (see {self.prog} --help)\n")
 
     def parse_known_args(self, args=None, namespace=None):
         # Each (sub)command refuses the flags it does not know itself, so the suggestion comes from its own flags.

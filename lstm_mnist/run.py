@@ -638,7 +638,9 @@ def lock_holder(run_dir: Path) -> str | None:
 
     Only reads: the lock file is opened read-only, never created, and a
     shared lock is tried and dropped at once (flock works on a read-only
-    file). A folder without .lock was never locked, or is not a run.
+    file). A folder without .lock was never locked, or is not a run. (The
+    shared lock lasts microseconds; a --resume that tried to lock the folder
+    in that instant would be refused once, saying the folder is in use.)
     """
     try:
         fd = os.open(run_dir / RunLock.FILE_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)

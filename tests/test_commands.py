@@ -356,6 +356,7 @@ def test_a_scratch_model_loads_quietly_in_a_fresh_interpreter(tiny_finished_run,
     (["train", "--cell", "lstn"], "invalid choice: 'lstn'"),
     (["evalute", "logs/x"], "did you mean evaluate?"),
     (["runs", "--sor", "test"], "unknown flag --sor; did you mean --sort?"),
+    (["predict", "logs/x", "--test-index", "0", "seven.png"], "put the picture files before it"),
 ])
 def test_flags_are_never_guessed_and_near_misses_get_a_suggestion(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
