@@ -60,6 +60,15 @@ def write_upwards(picture: Image.Image, centre, text: str, size: int = 10) -> No
     picture.paste(label, (int(centre[0] - label.width / 2), int(centre[1] - label.height / 2)))
 
 
+def to_rgb_array(figure) -> np.ndarray:
+    """Render a matplotlib `Figure` (a picture drawn elsewhere, e.g. predict.py's --explain), uint8 [H, W, 3]."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()  # (H, W, 4) RGBA -> (H, W, 3) RGB
+
+
 def framed(picture: Image.Image) -> np.ndarray:
     """The finished picture as uint8 [height, WIDTH, 3]: centred on white, so that TensorBoard, which fits an
     image to WIDTH, shows it pixel for pixel instead of stretching it."""
