@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from lstm_mnist.config import FEATURES, TIMESTEPS, Config
 from lstm_mnist.data import default_cache_dir, load_mnist, make_dataset, split_mnist, training_data
+from lstm_mnist import mixed_precision
 from lstm_mnist.model import build_model
 from lstm_mnist.run import Run, StopRequests
 
@@ -202,17 +203,24 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print, cache
     splits = split_mnist(mnist, config.val_size, config.train_examples, config.test_examples)
     log(f"data: {len(splits.x_train):,} train / {len(splits.x_val):,} validation / "
         f"{len(splits.x_test):,} test images, each read as {TIMESTEPS} rows of {FEATURES} pixels")
-    gpus = [gpu.name for gpu in tf.config.list_physical_devices("GPU")]
-    log(f"device: GPU ({', '.join(gpus)})" if gpus else "device: CPU (no GPU found)")
+    gpus = tf.config.list_physical_devices("GPU")
+    log(f"device: GPU ({', '.join(gpu.name for gpu in gpus)})" if gpus else "device: CPU (no GPU found)")
+    if config.mixed_precision:
+        mixed_precision.refuse_unless_possible(gpus)
 
     # --- Model: recurrent layers over the rows, then 10 logits (model.py); Adam to train it.
-    model = build_model(config)
+    with mixed_precision.policy(config.mixed_precision):  # float16 maths with --mixed-precision, else nothing
+        model = build_model(config)
     model.summary(print_fn=lambda text, **_: log(text))
     steps_per_epoch = math.ceil(len(splits.x_train) / config.batch_size)
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config, steps_per_epoch))
+    if config.mixed_precision:  # the same step with its loss scaled, so that float16 gradients do not vanish
+        optimizer, train_step = mixed_precision.loss_scaled_step(model, optimizer, config.clip_norm)
+    else:
+        train_step = make_train_step(model, optimizer, config.clip_norm)
     train_means, validation_means, test_means = Means(), Means(), Means()
-    train_step, eval_step = make_train_step(model, optimizer, config.clip_norm), make_eval_step(model)
     train_steps = several_steps_per_call(train_step, train_means, optimizer, model.input_shape[1:])
+    eval_step = make_eval_step(model)
     validation_set = make_dataset(splits.x_val, splits.y_val, config.batch_size)
     test_set = make_dataset(splits.x_test, splits.y_test, config.batch_size)
 

@@ -239,3 +239,40 @@ def test_on_a_gpu_the_default_training_step_uses_cudnn(batches):
     for function in graph.as_graph_def().library.function:
         ops |= {node.op for node in function.node_def}
     assert any(op.startswith("CudnnRNN") for op in ops), sorted(ops)
+
+
+# --- Mixed precision: a GPU-only flag ----------------------------------------------------------
+
+
+@pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="this machine has a GPU, so it is accepted")
+def test_mixed_precision_is_refused_on_a_cpu_with_one_line(tmp_path, run_cli):
+    result = run_cli("train", "--mixed-precision", "--train-examples", 64, "--val-size", 64, "--test-examples", 64,
+                     "--log-dir", tmp_path / "logs")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "--mixed-precision needs a GPU" in result.stderr, result.stderr
+    assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs").iterdir())
+
+
+def test_the_loss_scaled_float16_step_follows_the_float32_step(batches):
+    """What --mixed-precision runs on a GPU, run here on the CPU: same loss and gradient norm to float16 precision."""
+    from lstm_mnist import mixed_precision
+
+    x, y = batches
+    float32 = fresh()
+    keras.utils.set_random_seed(0)
+    with mixed_precision.policy(True):
+        model = build_model(CONFIG)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored for whatever is built next
+    assert model.get_layer("lstm_1").compute_dtype == "float16" and model.get_layer("logits").compute_dtype == "float32"
+    model.set_weights(float32[0].get_weights())
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(CONFIG, steps_per_epoch=10))
+    optimizer, train_step = mixed_precision.loss_scaled_step(model, optimizer, CONFIG.clip_norm)
+    optimizer.build(model.trainable_variables)
+    for step in range(3):
+        batch = slice(step * BATCH, (step + 1) * BATCH)
+        expected = [float(value) for value in float32[3](x[batch], y[batch])]
+        got = [float(value) for value in train_step(x[batch], y[batch])]
+        assert got == pytest.approx(expected, rel=2e-2), step  # loss, accuracy, gradient norm
+    for got, expected in zip(model.get_weights(), float32[0].get_weights(), strict=True):
+        np.testing.assert_allclose(got, expected, atol=2e-3)  # float32 weights, moved by 3 steps of 1e-3
+    assert float(optimizer.dynamic_scale) == 2.0**15  # no overflow in these steps: nothing was skipped
