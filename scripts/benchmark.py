@@ -12,6 +12,9 @@ The five parts, each printed as a table, and all of it written as JSON (--json):
   logging     what TensorBoard costs: the same runs, default logging against --no-tensorboard,
               for the training part of an epoch (per-step hooks) and for the whole epoch
               (with the validation pass and the per-epoch histograms and pictures)
+  steps       where a training step's time goes: the same batches through nested parts of
+              the step (forward; + backward; + clipping and Adam; phase 1's loop of one call
+              per step with its host syncs; ten steps per call), alternating
   startup     seconds from the command's start to the end of its first training step, for a
               one-step run (--train-examples 128 --val-size 128 --test-examples 128 --epochs 1
               --no-tensorboard), first with an empty data cache and then a second time, against
@@ -57,7 +60,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("throughput", "logging", "startup", "memory", "accuracy")
+PARTS = ("throughput", "logging", "steps", "startup", "memory", "accuracy")
 ONE_STEP = ["--train-examples", "128", "--val-size", "128", "--test-examples", "128", "--epochs", "1",
             "--no-tensorboard"]
 TARGET = 0.99
@@ -295,7 +298,102 @@ def logging_table(result: dict) -> tuple[str, dict]:
 
 
 # ---------------------------------------------------------------------------
-# Parts 3 and 4: start-up and memory, each run in its own process
+# Part 3: where a step's time goes
+# ---------------------------------------------------------------------------
+
+def step_parts(args) -> dict:
+    """CPU and wall milliseconds per step of nested parts of the training step, on the same batches."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from lstm_mnist.config import Config
+    from lstm_mnist.model import build_model
+    from lstm_mnist.train import (STEPS_PER_CALL, Means, learning_rate_schedule, loss_and_accuracy,
+                                  make_train_step, several_steps_per_call)
+
+    config = Config(units=args.units)
+    steps = args.step_count
+    splits = load_splits(Config(train_examples=steps * config.batch_size, val_size=args.val_size))
+    x = splits.x_train.reshape(steps, config.batch_size, *splits.x_train.shape[1:])  # (S, B, T, F)
+    y = splits.y_train.reshape(steps, config.batch_size)  # (S, B)
+
+    def parts():
+        keras.utils.set_random_seed(0)
+        model = build_model(config)
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config, 430))
+        means = Means()
+        return model, optimizer, means
+
+    def forward():
+        model, _, _ = parts()
+        call = tf.function(lambda x, y: loss_and_accuracy(y, model(x, training=True)))
+        return lambda: [call(x[i], y[i])[0].numpy() for i in range(steps)]
+
+    def forward_backward():
+        model, _, _ = parts()
+
+        @tf.function
+        def call(x, y):
+            with tf.GradientTape() as tape:
+                loss, _ = loss_and_accuracy(y, model(x, training=True))
+            return tf.linalg.global_norm(tape.gradient(loss, model.trainable_variables))
+        return lambda: [call(x[i], y[i]).numpy() for i in range(steps)]
+
+    def train_step_only():
+        model, optimizer, _ = parts()
+        train_step = make_train_step(model, optimizer, config.clip_norm)
+        return lambda: [train_step(x[i], y[i])[0].numpy() for i in range(steps)]
+
+    def phase_one_loop():  # one call per step, the means updated and four numbers read back after each
+        model, optimizer, means = parts()
+        train_step = make_train_step(model, optimizer, config.clip_norm)
+
+        def run():
+            for i in range(steps):
+                loss, accuracy, gradient_norm = train_step(x[i], y[i])
+                means.update(loss, accuracy, batch_size=config.batch_size)
+                int(optimizer.iterations), float(loss), float(gradient_norm), float(accuracy)
+        return run
+
+    def several_per_call():
+        model, optimizer, means = parts()
+        train_steps = several_steps_per_call(make_train_step(model, optimizer, config.clip_norm), means, optimizer,
+                                             x.shape[2:])
+        k = STEPS_PER_CALL
+        return lambda: [train_steps(x[i:i + k], y[i:i + k]).numpy() for i in range(0, steps, k)]
+
+    variants = {"forward (loss)": forward(), "forward + backward (gradients, their norm)": forward_backward(),
+                "train_step: + clipping, Adam": train_step_only(),
+                "phase 1's loop: one call per step, means, 4 reads": phase_one_loop(),
+                f"ours: {STEPS_PER_CALL} steps per call, means, 1 read per call": several_per_call()}
+    for run in variants.values():
+        run()  # traces, warms up
+    wall = {name: [] for name in variants}
+    cpu = {name: [] for name in variants}
+    names = list(variants)
+    for repeat in range(args.repeats * 3):
+        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+            started, cpu_started = time.perf_counter(), time.process_time()
+            variants[name]()
+            wall[name].append((time.perf_counter() - started) / steps * 1e3)
+            cpu[name].append((time.process_time() - cpu_started) / steps * 1e3)
+    return {name: {"wall_ms_per_step": statistics.median(wall[name]), "wall_min": min(wall[name]),
+                   "cpu_ms_per_step": statistics.median(cpu[name])} for name in names}
+
+
+def steps_table(result: dict) -> str:
+    full = list(result.values())[-1]
+    lines = ["| part of a step (nested: each includes the one above) | wall ms per step, median (best) | "
+             "CPU ms per step | CPU, share of ours |", "|---|---|---|---|"]
+    for name, entry in result.items():
+        lines.append(f"| {name} | {entry['wall_ms_per_step']:.1f} ({entry['wall_min']:.1f}) | "
+                     f"{entry['cpu_ms_per_step']:.1f} | {entry['cpu_ms_per_step'] / full['cpu_ms_per_step']:.0%} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Parts 4 and 5: start-up and memory, each run in its own process
 # ---------------------------------------------------------------------------
 
 def child(kind: str, flags: list[str]) -> None:
@@ -426,7 +524,7 @@ def memory(args, log_dir: str) -> dict:
 
 
 # ---------------------------------------------------------------------------
-# Part 5: accuracy, epochs and time to 99.0%
+# Part 6: accuracy, epochs and time to 99.0%
 # ---------------------------------------------------------------------------
 
 def accuracy(args, log_dir: str) -> dict:
@@ -538,6 +636,7 @@ def parse_args(argv=None):
     parser.add_argument("--val-size", type=int, default=5000)
     parser.add_argument("--test-examples", type=int, default=0, help="test images (0 = all 10,000)")
     parser.add_argument("--units", type=int, default=128)
+    parser.add_argument("--step-count", type=int, default=100, help="batches per round of the steps part")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the accuracy part (default: 0,1,2)")
     parser.add_argument("--no-scratch", action="store_true", help="leave out the --cell scratch variants")
     parser.add_argument("--quick", action="store_true",
@@ -545,11 +644,13 @@ def parse_args(argv=None):
     parser.add_argument("--json", type=Path, default=None, help="also write every number here as JSON")
     parser.add_argument("--figure", type=Path, default=None,
                         help="draw the accuracy curves here (default: docs/images/recipe.png, not with --quick)")
+    parser.add_argument("--redraw", type=Path, default=None, metavar="JSON",
+                        help="only draw --figure again from the accuracy part of an earlier --json")
     parser.add_argument("--child", choices=("ours", "fit"), help=argparse.SUPPRESS)
     parser.add_argument("child_flags", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.repeats, args.epochs, args.units = 1, 2, 8
+        args.repeats, args.epochs, args.units, args.no_scratch, args.step_count = 1, 2, 8, True, 10
         args.train_examples, args.val_size, args.test_examples = 256, 64, 64
         args.seeds = "0"
     args.seeds = [int(seed) for seed in args.seeds.split(",")]
@@ -567,6 +668,10 @@ def main(argv=None) -> int:
     if args.child:
         child(args.child, args.child_flags)
         return 0
+    if args.redraw:
+        draw_recipe_figure(json.loads(args.redraw.read_text())["accuracy"]["runs"], args.figure)
+        print(f"figure: {args.figure}")
+        return 0
     report = {"machine": machine(), "settings": {key: (str(value) if isinstance(value, Path) else value)
                                                   for key, value in vars(args).items() if key != "child_flags"}}
     print("machine: " + ", ".join(f"{key} {value}" for key, value in report["machine"].items()), flush=True)
@@ -579,13 +684,21 @@ def main(argv=None) -> int:
             tables.append(("Training throughput, steady state", table))
             table, report["logging"] = logging_table(result)
             tables.append(("What TensorBoard logging costs (ours)", table))
+        if "steps" in args.parts:
+            print(f"steps: parts of a step, {args.step_count} batches each, alternating", flush=True)
+            report["steps"] = step_parts(args)
+            tables.append(("Where a step's time goes", steps_table(report["steps"])))
         if "startup" in args.parts:
             print("startup: one-step runs, each in a new process", flush=True)
             table, report["startup"] = startup_table(startup(args, log_dir))
             tables.append(("Start-up of a one-step run (medians)", table))
         if "memory" in args.parts:
-            print("memory: 2-epoch runs, each in a new process", flush=True)
-            runs = memory(args, log_dir)
+            if args.quick and "startup" in report:  # the one-step runs' peaks: no more processes to start
+                runs = {"ours (default logging)": [report["startup"]["ours, second run"]["peak_rss_mb"]],
+                        "model.fit": [report["startup"]["model.fit"]["peak_rss_mb"]]}
+            else:
+                print("memory: 2-epoch runs, each in a new process", flush=True)
+                runs = memory(args, log_dir)
             report["memory"] = {name: {"peak_rss_mb_median": statistics.median(values), "runs": values}
                                 for name, values in runs.items()}
             tables.append(("Peak resident memory, 2 epochs",
