@@ -145,9 +145,9 @@ def training_data(splits: Splits, seed: tuple[int, int], shift_pixels: int) -> t
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed=None):
     """A tf.data pipeline of (x, y) batches: float32 [B, T, F] and int32 [B].
 
-    shuffle_seed: None keeps the order (evaluation). Training passes
-    (seed, epoch), so each epoch's order depends only on those two numbers,
-    never on what ran before: a rerun or a resumed run sees the same batches.
+    shuffle_seed: None keeps the order (evaluation); (seed, epoch) gives the
+    order training_data gives that epoch, without the shifts (the training loop
+    itself uses training_data: its batches come from NumPy, k at a time).
     The last batch may be smaller than batch_size; every image is used.
     """
     import tensorflow as tf  # here, not at the top: importing this module stays instant

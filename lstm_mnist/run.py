@@ -717,7 +717,7 @@ class Checkpoints:
     step counter, which is also the position in the learning-rate schedule),
     the dropout generators' state and the running means of the epoch in
     progress. Nothing else is needed: the epoch and the batch within it follow
-    from the step, and each epoch's order from (seed, epoch) (data.make_dataset),
+    from the step, and each epoch's order and shifts from (seed, epoch) (data.training_data),
     so a resumed run replays exactly the batches the first run would have seen.
 
     Why not tf.train.CheckpointManager: it never fsyncs, and it deletes

@@ -28,9 +28,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from lstm_mnist import mixed_precision
 from lstm_mnist.config import FEATURES, TIMESTEPS, Config
 from lstm_mnist.data import default_cache_dir, load_mnist, make_dataset, split_mnist, training_data
-from lstm_mnist import mixed_precision
 from lstm_mnist.model import build_model
 from lstm_mnist.run import Run, StopRequests
 
@@ -91,37 +91,6 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, c
     return train_step
 
 
-# Steps per compiled call. 10 measured best here (scripts/benchmark.py); Keras's model.fit runs 1 by default.
-STEPS_PER_CALL = 10
-
-
-def several_steps_per_call(train_step, means: Means, optimizer, input_shape: tuple):
-    """Speed, not maths: k consecutive training steps in one compiled call (Keras's `steps_per_execution`).
-
-    x float32 [k, B, T, F], y int32 [k, B]: k batches -> float32 [k, 4], each step's loss, accuracy,
-    gradient norm and learning rate (for the NaN guard, the progress bar and TensorBoard).
-    Calling train_step once per batch from Python costs a trip through Python and the runtime and four
-    waits for the result per step; here they happen once per k steps, and the epoch's means are updated
-    inside the call. Each step is the same `train_step`, so the weights come out bit for bit the same
-    however the steps are grouped (tests/test_train.py checks it), and a resumed run still matches.
-    Measured on 2 CPU cores: 1.1-1.2 times less CPU per image than one call per step (scripts/benchmark.py).
-    input_shape: (T, F), one image's; one trace serves every k and every batch size.
-    """
-    @tf.function(input_signature=[tf.TensorSpec([None, None, *input_shape], tf.float32),
-                                  tf.TensorSpec([None, None], tf.int32)])
-    def train_steps(x, y):
-        steps, batch_size = tf.shape(y)[0], tf.shape(y)[1]
-        per_step = tf.TensorArray(tf.float32, size=steps)
-        for i in tf.range(steps):
-            loss, accuracy, gradient_norm = train_step(x[i], y[i])
-            means.update(loss, accuracy, batch_size=batch_size)
-            learning_rate = tf.convert_to_tensor(optimizer.learning_rate, tf.float32)  # the rate for the next step
-            per_step = per_step.write(i, tf.stack([loss, accuracy, gradient_norm, learning_rate]))
-        return per_step.stack()  # (k, 4)
-
-    return train_steps
-
-
 def make_eval_step(model: keras.Model):
     """Return a compiled function: a batch -> its mean loss, its accuracy and the predicted digits, int32 [B]."""
 
@@ -157,6 +126,37 @@ class Means:
         if float(self.loss.count) == 0:
             return None
         return {"loss": float(self.loss.result()), "accuracy": float(self.accuracy.result())}
+
+
+# Steps per compiled call. 10 measured best here (scripts/benchmark.py); Keras's model.fit runs 1 by default.
+STEPS_PER_CALL = 10
+
+
+def several_steps_per_call(train_step, means: Means, optimizer, input_shape: tuple):
+    """Speed, not maths: k consecutive training steps in one compiled call (Keras's `steps_per_execution`).
+
+    x float32 [k, B, T, F], y int32 [k, B]: k batches -> float32 [k, 4], each step's loss, accuracy,
+    gradient norm and learning rate (for the NaN guard, the progress bar and TensorBoard).
+    Calling train_step once per batch from Python costs a trip through Python and the runtime and four
+    waits for the result per step; here they happen once per k steps, and the epoch's means are updated
+    inside the call. Each step is the same `train_step`, so the weights come out bit for bit the same
+    however the steps are grouped (tests/test_fast_loop.py checks it), and a resumed run still matches.
+    Measured on 2 CPU cores: 1.1-1.2 times less CPU per image than one call per step (scripts/benchmark.py).
+    input_shape: (T, F), one image's; one trace serves every k and every batch size.
+    """
+    @tf.function(input_signature=[tf.TensorSpec([None, None, *input_shape], tf.float32),
+                                  tf.TensorSpec([None, None], tf.int32)])
+    def train_steps(x, y):
+        steps, batch_size = tf.shape(y)[0], tf.shape(y)[1]
+        per_step = tf.TensorArray(tf.float32, size=steps)
+        for i in tf.range(steps):
+            loss, accuracy, gradient_norm = train_step(x[i], y[i])
+            means.update(loss, accuracy, batch_size=batch_size)
+            learning_rate = tf.convert_to_tensor(optimizer.learning_rate, tf.float32)  # the rate for the next step
+            per_step = per_step.write(i, tf.stack([loss, accuracy, gradient_norm, learning_rate]))
+        return per_step.stack()  # (k, 4)
+
+    return train_steps
 
 
 def train_epoch(train_steps, batches, means: Means, after_steps: Callable) -> dict:

@@ -356,17 +356,19 @@ def step_parts(args) -> dict:
                 int(optimizer.iterations), float(loss), float(gradient_norm), float(accuracy)
         return run
 
-    def several_per_call():
+    def several_per_call(k):
         model, optimizer, means = parts()
         train_steps = several_steps_per_call(make_train_step(model, optimizer, config.clip_norm), means, optimizer,
                                              x.shape[2:])
-        k = STEPS_PER_CALL
         return lambda: [train_steps(x[i:i + k], y[i:i + k]).numpy() for i in range(0, steps, k)]
 
     variants = {"forward (loss)": forward(), "forward + backward (gradients, their norm)": forward_backward(),
                 "train_step: + clipping, Adam": train_step_only(),
-                "phase 1's loop: one call per step, means, 4 reads": phase_one_loop(),
-                f"ours: {STEPS_PER_CALL} steps per call, means, 1 read per call": several_per_call()}
+                "phase 1's loop: one call per step, means, 4 reads": phase_one_loop()}
+    for k in sorted({1, 50, STEPS_PER_CALL} - {STEPS_PER_CALL}) + [STEPS_PER_CALL]:  # ours last: the reference
+        if k <= steps:
+            variants[f"{'ours: ' if k == STEPS_PER_CALL else ''}{k} step{'s' * (k > 1)} per call, means, "
+                     f"1 read per call"] = several_per_call(k)
     for run in variants.values():
         run()  # traces, warms up
     wall = {name: [] for name in variants}
