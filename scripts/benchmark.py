@@ -401,27 +401,30 @@ def steps_table(result: dict) -> str:
 def child(kind: str, flags: list[str]) -> None:
     """Run `lstm-mnist train FLAGS` (kind "ours") or model.fit's equivalent ("fit"), printing its marks as JSON.
 
-    Marks are wall-clock times (time.time()), so the parent can measure them from the moment it
-    started this process.
+    Each mark is (wall-clock time, CPU seconds of this process so far): time.time(), so that the parent
+    can measure it from the moment it started this process, and time.process_time(), which neighbours
+    on a shared machine disturb less.
     """
-    marks = {"python_started": time.time()}
+    marks = {}
+
+    def mark(name: str) -> None:
+        marks.setdefault(name, (time.time(), time.process_time()))
+
+    mark("python_started")
     import lstm_mnist.train as train_module  # imports TensorFlow and Keras
     from lstm_mnist.cli import build_parser, config_from_args
 
-    marks["imported"] = time.time()
+    mark("imported")
     config = config_from_args(build_parser().parse_args(["train", *flags]))
     for name in ("load_mnist", "build_model"):
         original = getattr(train_module, name)
 
         def wrapped(*args, _original=original, _name=name, **kwargs):
             result = _original(*args, **kwargs)
-            marks[f"{_name}_done"] = time.time()
+            mark(f"{_name}_done")
             return result
 
         setattr(train_module, name, wrapped)
-
-    def mark(name: str) -> None:
-        marks.setdefault(name, time.time())
 
     if kind == "ours":
         from lstm_mnist.cli import main
@@ -440,12 +443,11 @@ def child(kind: str, flags: list[str]) -> None:
             raise SystemExit(code)
     else:
         splits = load_splits(config)
-        marks["load_mnist_done"] = time.time()
+        mark("load_mnist_done")
         _, model = run_fit(config, splits, on_event=mark)
         model.evaluate(splits.x_test, splits.y_test, batch_size=config.batch_size, verbose=0)
-    marks["finished"] = time.time()
-    marks["peak_rss_mb"] = peak_resident_mb()
-    print("MARKS " + json.dumps(marks))
+    mark("finished")
+    print("MARKS " + json.dumps({"marks": marks, "peak_rss_mb": peak_resident_mb()}))
 
 
 def peak_resident_mb() -> float:
@@ -467,9 +469,9 @@ def run_child(kind: str, flags: list[str], env: dict) -> dict:
                              capture_output=True, text=True)
     if process.returncode != 0:
         raise SystemExit(f"benchmark: the {kind} run failed (exit {process.returncode}): {process.stderr[-2000:]}")
-    marks = json.loads([line for line in process.stdout.splitlines() if line.startswith("MARKS ")][-1][6:])
-    peak = marks.pop("peak_rss_mb")
-    return {**{name: when - started for name, when in marks.items()}, "peak_rss_mb": peak}
+    found = json.loads([line for line in process.stdout.splitlines() if line.startswith("MARKS ")][-1][6:])
+    return {**{name: wall - started for name, (wall, _) in found["marks"].items()},
+            **{f"{name}_cpu": cpu for name, (_, cpu) in found["marks"].items()}, "peak_rss_mb": found["peak_rss_mb"]}
 
 
 def child_env(cache_home: Path) -> dict:
@@ -486,6 +488,8 @@ def startup(args, log_dir: str) -> dict:
             flags = [*ONE_STEP, "--log-dir", log_dir]
             order = [("ours, first run (empty data cache)", "ours"), ("ours, second run", "ours"),
                      ("model.fit", "fit")]
+            if repeat % 2:  # model.fit first every other round; ours' second run always follows its first
+                order = order[2:] + order[:2]
             for name, kind in order:
                 runs[name].append(run_child(kind, flags, env))
                 print(f"  round {repeat + 1}/{args.repeats}  {name:36s} first step after "
@@ -499,10 +503,11 @@ def startup_table(runs: dict) -> tuple[str, dict]:
               ("finished", "run finished (evaluation, files)")]
     summary = {name: {key: statistics.median(run[key] for run in found) for key in found[0]}
                for name, found in runs.items()}
-    header = "| seconds since the command started | " + " | ".join(runs) + " |"
+    header = "| seconds since the command started: wall (CPU) | " + " | ".join(runs) + " |"
     lines = [header, "|---" * (len(runs) + 1) + "|"]
     for key, label in phases:
-        cells = [f"{summary[name][key]:.2f}" if key in summary[name] else "" for name in runs]
+        cells = [f"{summary[name][key]:.2f} ({summary[name][key + '_cpu']:.2f})" if key in summary[name] else ""
+                 for name in runs]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("| peak resident memory, MB | " + " | ".join(f"{summary[name]['peak_rss_mb']:,.0f}"
                                                          for name in runs) + " |")
