@@ -125,7 +125,8 @@ class Config:
     # --- Logging --------------------------------------------------------------
     log_dir: str = setting("logs", "folder that receives one sub-folder per run")
     name: str = setting(
-        "", "name of the run folder under --log-dir (default: <timestamp>-<cell><units>); an existing one is refused"
+        "", "name of the run folder under --log-dir; an existing one is refused (empty: <timestamp>-<model>, "
+            "e.g. 20261123-104151-lstm128x2-bi-do0.2 for --layers 2 --bidirectional --dropout 0.2)"
     )
     log_every_steps: int = setting(
         50,

@@ -17,7 +17,7 @@ one object and five calls:
 
 What a run leaves behind:
 
-    <log_dir>/<YYYYmmdd-HHMMSS>-<cell><units>/    (or <log_dir>/<--name>/)
+    <log_dir>/<YYYYmmdd-HHMMSS>-<model>/    (or <log_dir>/<--name>/; <model>: default_run_name)
         .lock          held (flock) by the process working in the folder: see RunLock
         config.json    the resolved Config, and the fingerprint of the data it trained on
         checkpoints/   the two newest checkpoints and `checkpoint`, the index naming them
@@ -304,6 +304,7 @@ class Run:
         self.log(f"test accuracy {test['accuracy']:.2%} on {which} test images "
                  f"(test loss {test['loss']:.4f}), {metrics['seconds']:.0f}s in all")
         self.log(f"saved: {model_file}, {metrics_file}")
+        self.log(f"look closer: lstm-mnist evaluate {shlex.quote(str(self.run_dir))}")
         self.log(f"view the curves: tensorboard --logdir {shlex.quote(str(self.run_dir.parent))}")
         return metrics
 
@@ -315,7 +316,7 @@ class Run:
         only block its --name: if any of this fails, the folder is removed.
         """
         config = self.config
-        self.run_dir = create_run_dir(config.log_dir, config.name, default_name=f"{config.cell}{config.units}")
+        self.run_dir = create_run_dir(config.log_dir, config.name, default_name=default_run_name(config))
         self.stop.after_quitting = f"the run was not set up yet: delete {self.run_dir} and start again"
         try:
             self.exits.enter_context(RunLock(self.run_dir))
@@ -488,13 +489,55 @@ def create_run_dir(log_dir: str, name: str, default_name: str, now: datetime.dat
     raise RunError(f"--log-dir {log_dir}: too many runs named {stamp}-{default_name}; pass a --name")
 
 
+def default_run_name(config: Config) -> str:
+    """The part of a run folder's name after the timestamp: the model, as its flags would say it.
+
+    lstm128 (the default), lstm128x2-bi-do0.2 (2 layers, bidirectional, dropout 0.2),
+    scratch128-peep-proj64, gru64-in128 (a Dense input projection of 128): enough
+    to tell runs apart in TensorBoard's run list without opening their config.
+    """
+    parts = [f"{config.cell}{config.units}" + (f"x{config.layers}" if config.layers > 1 else "")]
+    if config.bidirectional:
+        parts.append("bi")
+    if config.dropout:
+        parts.append(f"do{config.dropout:g}")
+    if config.peepholes:
+        parts.append("peep")
+    if config.recurrent_projection:
+        parts.append(f"proj{config.recurrent_projection}")
+    if config.input_projection:
+        parts.append(f"in{config.input_projection}")
+    return "-".join(parts)
+
+
 def name_taken_advice(folder: Path) -> str:
-    """What to do when --name names an existing folder: --resume only if that would work."""
+    """What to do when --name names an existing folder: --resume only if --resume would then work."""
     if (folder / "metrics.json").exists():
         return "that run has finished; choose another --name"
     if (folder / "config.json").exists():
+        holder = lock_holder(folder)
+        if holder is not None:
+            return f"that run is still training (process {holder}); choose another --name"
+        refusal = resume_refusal(folder)
+        if refusal is not None:
+            return f"choose another --name (that run cannot be resumed: {refusal.split(': ', 1)[-1]})"
         return f"choose another --name, or continue that run with --resume {shlex.quote(str(folder))}"
     return "choose another --name"
+
+
+def resume_refusal(run_dir: Path) -> str | None:
+    """The one line `--resume run_dir` would be refused with before training, or None if it would continue.
+
+    Only reads (the same checks as the CLI makes before importing TensorFlow,
+    except the lock: see lock_holder), so advice never sends anyone to a
+    command that fails.
+    """
+    try:
+        load_run_config(run_dir)
+        read_index(run_dir)
+    except OneLineError as error:
+        return str(error)
+    return None
 
 
 def load_run_config(run_dir: Path) -> tuple[Config, str | None]:
@@ -506,13 +549,14 @@ def load_run_config(run_dir: Path) -> tuple[Config, str | None]:
     each of the right type and in range.
     """
     if not run_dir.is_dir():
-        raise RunError(f"--resume {run_dir}: no such folder; pass a run folder such as logs/20260101-120000-lstm128")
+        raise RunError(f"--resume {run_dir}: no such folder; pass a run folder such as logs/20261123-104151-lstm128")
     refuse_links_and_special_files(run_dir)
     config_file = run_dir / "config.json"
     if not config_file.exists():
         raise RunError(f"--resume {run_dir}: not a run folder (it has no config.json)")
     if (run_dir / "metrics.json").exists():
-        raise RunError(f"--resume {run_dir}: this run already finished (metrics.json exists); start a new run")
+        raise RunError(f"--resume {run_dir}: this run already finished (metrics.json exists); start a new run, "
+                       f"or look at this one with: lstm-mnist evaluate {shlex.quote(str(run_dir))}")
     try:
         saved = json.loads(config_file.read_bytes())
     except OSError as error:
@@ -626,6 +670,31 @@ class RunLock:
         os.close(self.fd)  # releases the lock
         self.fd = None
         return False
+
+
+def lock_holder(run_dir: Path) -> str | None:
+    """The PID (as text, or "unknown") of the process holding `run_dir`'s RunLock; None if no process holds it.
+
+    Only reads: the lock file is opened read-only, never created, and a
+    shared lock is tried and dropped at once (flock works on a read-only
+    file). A folder without .lock was never locked, or is not a run. (The
+    shared lock lasts microseconds; a --resume that tried to lock the folder
+    in that instant would be refused once, saying the folder is in use.)
+    """
+    try:
+        fd = os.open(run_dir / RunLock.FILE_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except OSError as error:
+        if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return None
+        return re.sub(r"\D", "", os.pread(fd, 32, 0).decode(errors="replace")) or "unknown"
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------

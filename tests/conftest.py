@@ -85,3 +85,22 @@ def isolated_env(tmp_path, monkeypatch, cache_dir):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache_dir.parent / "xdg"))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_finished_run(tmp_path_factory, train_offline):
+    """One finished tiny run (256 training images, 8 units, one epoch, TensorBoard on), shared by the tests of
+    what comes after training (test_commands.py, test_readme.py). Read it; copy it before changing anything."""
+    from lstm_mnist.config import Config
+
+    log_dir = tmp_path_factory.mktemp("tiny-runs")
+    config = Config(epochs=1, train_examples=256, units=8, val_size=64, test_examples=100, batch_size=64,
+                    log_dir=str(log_dir), name="tiny")
+    return train_offline(config).run_dir
+
+
+@pytest.fixture
+def offline_mnist_env(monkeypatch, xdg_cache_home, cache_dir):
+    """The environment of a user whose MNIST comes from the session's decoded cache (no Keras cache, no download)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(xdg_cache_home))
+    monkeypatch.setenv("KERAS_HOME", str(cache_dir / "no-keras-home"))

@@ -18,6 +18,7 @@ def test_every_config_field_is_a_flag_with_its_default_in_help():
     for field in dataclasses.fields(Config):
         assert f"--{flag(field.name)}" in help_text, field.name
     assert "(default: 128)" in help_text and "{lstm,gru,simple_rnn,scratch}" in help_text
+    assert "(default: )" not in help_text and "(default: False)" not in help_text
 
 
 def test_flags_build_the_config():
@@ -38,7 +39,8 @@ BAD_FLAGS = [
     (["--val-size", "-1"], "--val-size must be between 0 and 59,999"),
     (["--epochs", "ten"], "invalid int value: 'ten'"),
     (["--learning-rate", "nan"], "--learning-rate must be a positive number"),
-    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["--no-such-flag"], "unknown flag --no-such-flag (see lstm-mnist train --help)"),
+    (["--epoch", "2"], "unknown flag --epoch; did you mean --epochs?"),  # a prefix is never taken for the flag
     (["--units", "1.5"], "invalid int value: '1.5'"),
     (["--seed", "-1"], "--seed must be 0 or more (at most 4,294,967,295), got -1"),
     (["--seed", "4294967296"], "--seed must be 0 or more (at most 4,294,967,295), got 4294967296"),

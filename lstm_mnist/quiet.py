@@ -1,0 +1,66 @@
+"""Importing TensorFlow without its start-up chatter, for the command and the library alike.
+
+TensorFlow's C++ core greets every import with lines such as
+
+    WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
+    I0000 00:00:17.0 ... cudart_stub.cc:31] Could not find cuda drivers on your machine, ...
+    E0000 00:00:17.9 ... cuda_platform.cc:52] failed call to cuInit: ...
+
+which say nothing to a learner (the last reads like a failure on every CPU-only
+machine). `lstm-mnist` and `lstm_mnist.load_run` both import TensorFlow through
+`import_tensorflow_quietly`, which drops exactly those lines and shows the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+
+
+def is_startup_chatter(line: str) -> bool:
+    """TensorFlow's C++ start-up lines that carry no information for a user.
+
+    They are written through Abseil before its logging is initialised, and
+    such messages ignore TF_CPP_MIN_LOG_LEVEL (an Abseil bug, abseil-cpp #1718),
+    so they are filtered here: INFO lines and the "no CUDA driver" error that
+    every CPU-only machine prints. Everything else is shown.
+    """
+    return (line.startswith("WARNING: All log messages before absl::InitializeLog()")
+            or line.startswith("I0000 ")
+            or line.startswith("To enable the following instructions: ")  # the second line of an I0000 one
+            or (line.startswith("E0000 ") and "cuInit" in line))
+
+
+@contextlib.contextmanager
+def native_stderr_filtered(drop):
+    """Capture file descriptor 2 (C++ and Python alike) and replay the lines `drop` rejects."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode(errors="replace").splitlines():
+                if not drop(line):
+                    print(line, file=sys.stderr)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow and Keras and probe for GPUs, without the start-up chatter.
+
+    Cheap after the first call. If the user imported TensorFlow already, the
+    probe still runs here, so that its "failed call to cuInit" is hidden too.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # later C++ INFO/WARNING lines
+    with native_stderr_filtered(is_startup_chatter):
+        import keras  # noqa: F401
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")  # where the cuInit error is printed
