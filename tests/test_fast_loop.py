@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from lstm_mnist.config import FEATURES, TIMESTEPS, Config
 from lstm_mnist.data import images_to_sequences, make_dataset, random_shifts, split_mnist, training_data
+from lstm_mnist.errors import OneLineError
 from lstm_mnist.model import build_model
 from lstm_mnist.run import Run
 from lstm_mnist.train import (Means, learning_rate_schedule, make_train_step, several_steps_per_call,
@@ -245,12 +246,13 @@ def test_on_a_gpu_the_default_training_step_uses_cudnn(batches):
 
 
 @pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="this machine has a GPU, so it is accepted")
-def test_mixed_precision_is_refused_on_a_cpu_with_one_line(tmp_path, run_cli):
-    result = run_cli("train", "--mixed-precision", "--train-examples", 64, "--val-size", 64, "--test-examples", 64,
-                     "--log-dir", tmp_path / "logs")
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.count("\n") == 1 and "--mixed-precision needs a GPU" in result.stderr, result.stderr
-    assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs").iterdir())
+def test_mixed_precision_is_refused_on_a_cpu_with_one_line(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "no-keras-home"))
+    config = Config(mixed_precision=True, train_examples=64, val_size=64, test_examples=64, log_dir=str(tmp_path / "logs"))
+    with pytest.raises(OneLineError, match="^--mixed-precision needs a GPU") as refused:
+        train_and_evaluate(config, log=lambda line: None, cache_dir=cache_dir)
+    assert refused.value.exit_code == 2 and "\n" not in str(refused.value)
+    assert not (tmp_path / "logs").exists()  # refused before the run folder is made
 
 
 def test_the_loss_scaled_float16_step_follows_the_float32_step(batches):
