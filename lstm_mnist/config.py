@@ -43,8 +43,9 @@ class Config:
 
     Defaults follow the classic TF1 tutorial (one LSTM of 128 units with
     forget-gate bias 1, Adam, batch 128, a 55k/5k/10k split) with a modern
-    learning-rate schedule that reaches over 98.8% test accuracy in a few
-    minutes on a laptop CPU.
+    learning-rate schedule and training images shifted by up to 2 pixels,
+    which reach 99% test accuracy in 6 epochs (a few minutes on a laptop CPU;
+    the README's "The recipe" has the evidence).
     """
 
     # --- Data ---------------------------------------------------------------
@@ -90,10 +91,10 @@ class Config:
     )
 
     # --- Optimisation ----------------------------------------------------------
-    epochs: int = setting(8, "passes over the training set")
+    epochs: int = setting(6, "passes over the training set")
     batch_size: int = setting(128, "images per gradient step (the classic tutorial's 128)")
     learning_rate: float = setting(
-        3e-3, "Adam's peak learning rate (reached after warmup when lr_schedule=cosine)"
+        7e-3, "Adam's peak learning rate (reached after warmup when lr_schedule=cosine)"
     )
     lr_schedule: str = setting(
         "cosine",
@@ -109,6 +110,16 @@ class Config:
     seed: int = setting(0, "seeds Python, NumPy and TensorFlow once at the start of the run")
     deterministic: bool = setting(
         False, "make TensorFlow's ops deterministic: the same seed then gives identical weights (slower on a GPU)"
+    )
+    shift_pixels: int = setting(
+        2,
+        "move each training image by up to N pixels (up, down, left, right; new shifts every epoch), "
+        "so the network cannot memorise where strokes sit and a high learning rate does not overfit (0 = off)",
+    )
+    mixed_precision: bool = setting(
+        False,
+        "GPU only: compute in float16 (weights stay float32, the loss is scaled against underflow); "
+        "refused on a CPU, where it is slower",
     )
 
     # --- Logging --------------------------------------------------------------
@@ -211,6 +222,7 @@ INTEGER_RANGES = {
     "log_every_steps": (1, 2**31 - 1),
     "summary_every_epochs": (1, 2**31 - 1),
     "checkpoint_every_steps": (0, 2**31 - 1),
+    "shift_pixels": (0, TIMESTEPS - 1),  # a shift by the image's height would leave it blank
 }
 
 

@@ -66,6 +66,8 @@ class Splits(NamedTuple):
 
     x_*: float32 [N, TIMESTEPS, FEATURES] in [0, 1]; row r of an image is timestep r.
     y_*: int32 [N], the digit 0..9.
+    train_images: uint8 [N, 28, 28], the training images as images, before they become
+    sequences: what `training_data` shifts and shuffles each epoch.
     """
 
     x_train: np.ndarray
@@ -74,6 +76,7 @@ class Splits(NamedTuple):
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    train_images: np.ndarray
 
 
 def split_mnist(mnist: Mnist, val_size: int, train_examples: int = 0, test_examples: int = 0) -> Splits:
@@ -99,15 +102,52 @@ def split_mnist(mnist: Mnist, val_size: int, train_examples: int = 0, test_examp
         images_to_sequences(x_train), y_train.astype(np.int32),
         images_to_sequences(x_val), y_val.astype(np.int32),
         images_to_sequences(x_test), y_test.astype(np.int32),
+        x_train,
     )
+
+
+def random_shifts(images: np.ndarray, max_pixels: int, rng: np.random.Generator) -> np.ndarray:
+    """Move each image by (dy, dx) pixels, each drawn from -max_pixels..max_pixels; blank paper fills in.
+
+    uint8 [N, height, width] -> uint8 [N, height, width]. This acts on the images,
+    BEFORE they become sequences: a digit moved down by 2 pixels is the same digit
+    whose rows all arrive 2 timesteps later. Validation and test images are never shifted.
+    """
+    height, width = images.shape[1:]
+    dy = rng.integers(-max_pixels, max_pixels + 1, len(images))  # (N,) > 0: down
+    dx = rng.integers(-max_pixels, max_pixels + 1, len(images))  # (N,) > 0: right
+    border = max_pixels
+    padded = np.pad(images, ((0, 0), (border, border), (border, border)))  # (N, height + 2m, width + 2m), zeros
+    shifted = np.empty_like(images)
+    for down in range(-max_pixels, max_pixels + 1):  # one slice per shift, (2m+1)^2 of them: no per-image loop
+        for right in range(-max_pixels, max_pixels + 1):
+            chosen = (dy == down) & (dx == right)
+            # Output row r shows input row r - down, which sits at row r - down + border of `padded`.
+            shifted[chosen] = padded[chosen, border - down:border - down + height, border - right:border - right + width]
+    return shifted
+
+
+def training_data(splits: Splits, seed: tuple[int, int], shift_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch of training data: every training image once, shuffled, and each shifted by up to shift_pixels.
+
+    Returns x float32 [N, TIMESTEPS, FEATURES] and y int32 [N], in the order they are trained.
+    seed: (run seed, epoch). The order and the shifts depend only on it, never on what
+    ran before: a rerun or a resumed run sees the same batches, shifted the same way.
+    """
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(splits.y_train))  # (N,): the same order make_dataset would give
+    images = splits.train_images[order]  # uint8 [N, 28, 28], one copy a quarter the size of the float32 one
+    if shift_pixels:
+        images = random_shifts(images, shift_pixels, rng)
+    return images_to_sequences(images), splits.y_train[order]
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed=None):
     """A tf.data pipeline of (x, y) batches: float32 [B, T, F] and int32 [B].
 
-    shuffle_seed: None keeps the order (evaluation). Training passes
-    (seed, epoch), so each epoch's order depends only on those two numbers,
-    never on what ran before: a rerun or a resumed run sees the same batches.
+    shuffle_seed: None keeps the order (evaluation); (seed, epoch) gives the
+    order training_data gives that epoch, without the shifts (the training loop
+    itself uses training_data: its batches come from NumPy, k at a time).
     The last batch may be smaller than batch_size; every image is used.
     """
     import tensorflow as tf  # here, not at the top: importing this module stays instant

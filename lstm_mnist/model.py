@@ -72,7 +72,8 @@ def build_model(config: Config) -> keras.Model:
         x = rnn(x)
     if config.dropout:
         x = layers.Dropout(config.dropout, name="dropout_head")(x)
-    logits = layers.Dense(NUM_CLASSES, name="logits")(x)  # (B, H) -> (B, 10)
+    # float32 even when the layers before compute in float16 (--mixed-precision): the loss's softmax needs the range.
+    logits = layers.Dense(NUM_CLASSES, name="logits", dtype="float32")(x)  # (B, H) -> (B, 10)
     name = f"{'bi' if config.bidirectional else ''}{config.cell}_classifier"
     return keras.Model(inputs, logits, name=name)
 

@@ -6,9 +6,9 @@ one object and five calls:
 
     with Run(config, ...) as run:                  # a new run folder, or a resumed one
         for epoch in run.epochs():                   # the epochs still to train
-            for x, y in run.batches(epoch, dataset): # the batches still to train
-                ...one training step...
-                run.after_step(...)                  # NaN guard, TensorBoard, progress bar,
+            for x, y in run.batches(epoch, data):    # the batches still to train, k at a time
+                ...k training steps in one call...
+                run.after_steps(per_step)            # NaN guard, TensorBoard, progress bar,
                                                      # periodic checkpoint, Ctrl-C
             ...validation...
             run.end_of_epoch(...)                    # TensorBoard, the epoch line, a checkpoint, Ctrl-C
@@ -119,16 +119,19 @@ class Run:
     splits: the data (for TensorBoard's pictures); data_fingerprint: a hash of
     the data, kept in config.json so that a resume refuses different data;
     resume_dir: continue this run folder instead of creating one;
-    stop: the StopRequests the CLI installed (one is installed if not given).
+    stop: the StopRequests the CLI installed (one is installed if not given);
+    steps_per_call: how many consecutive batches `batches` hands out at a time.
     """
 
     def __init__(self, config: Config, *, model, optimizer, train_means, validation_means, splits,
                  steps_per_epoch: int, data_fingerprint: str,
                  resume_dir: Path | None = None, stop: StopRequests | None = None,
-                 log: Callable[[str], None] = print, started: float | None = None):
+                 log: Callable[[str], None] = print, started: float | None = None, steps_per_call: int = 1):
         self.config, self.model, self.optimizer = config, model, optimizer
         self.train_means, self.validation_means, self.splits = train_means, validation_means, splits
         self.steps_per_epoch, self.data_fingerprint = steps_per_epoch, data_fingerprint
+        self.steps_per_call = steps_per_call
+        self.group_batch_size = 0  # the batch size of the group of steps batches() handed out last
         self.resume_dir, self.stop, self.log = resume_dir, stop, log
         self.started = started or time.time()
         self.run_dir: Path | None = None
@@ -169,15 +172,20 @@ class Run:
         self.stop.phase = FINISHING
         self.stop_if_requested()
 
-    def batches(self, epoch: int, dataset):
-        """The batches of `epoch` still to train: all of them, or after a resume the rest of the epoch.
+    def batches(self, epoch: int, data):
+        """The batches of `epoch` still to train, a group of consecutive ones at a time.
 
-        dataset: the epoch's batches in order, (x float32 [B, T, F], y int32 [B]).
-        A fresh epoch starts the train means at zero; a resumed one keeps the
-        means restored from the checkpoint, so the epoch's numbers come out
+        data: the epoch's training data in training order, (x float32 [N, T, F], y int32 [N]).
+        Yields (x float32 [k, B, T, F], y int32 [k, B]): all the epoch's batches, or after a
+        resume the rest of it. A group holds up to steps_per_call batches and ends early
+        where the run must act between two steps (group_end); the smaller last batch of an
+        epoch is a group of its own. A fresh epoch starts the train means at zero; a resumed
+        one keeps the means restored from the checkpoint, so the epoch's numbers come out
         exactly as if it had never stopped.
         """
-        done = self.step - (epoch - 1) * self.steps_per_epoch  # 0 unless resumed inside this epoch
+        x, y = data
+        batch_size, first = self.config.batch_size, (epoch - 1) * self.steps_per_epoch
+        done = self.step - first  # 0 unless resumed inside this epoch
         if done == 0:
             self.train_means.reset()
         self.epoch, self.batch, self.epoch_started = epoch, done, time.time()
@@ -186,28 +194,59 @@ class Run:
 
             self.progress = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=["loss", "accuracy"])
             self.progress.update(done)
-        for x, y in dataset.skip(done):
+        full_batches = len(y) // batch_size
+        while done < self.steps_per_epoch:
+            if done < full_batches:
+                end = min(self.group_end(first + done) - first, full_batches)
+                group = slice(done * batch_size, end * batch_size)  # whole batches: one reshape, no copy
+                self.group_batch_size = batch_size
+                group_x = x[group].reshape(end - done, batch_size, *x.shape[1:])  # (k, B, T, F)
+                group_y = y[group].reshape(end - done, batch_size)  # (k, B)
+            else:  # the last batch, smaller than the others
+                end, self.group_batch_size = done + 1, len(y) - done * batch_size
+                group_x, group_y = x[None, done * batch_size:], y[None, done * batch_size:]  # (1, b, T, F), (1, b)
             if self.dashboard:
                 self.dashboard.before_step(self.step)
-            yield x, y
+            yield group_x, group_y
+            done = end
 
-    def after_step(self, batch_size: int, loss, accuracy, gradient_norm) -> None:
-        """After each training step: the NaN guard, TensorBoard, the progress bar, checkpoints, stop requests."""
-        self.step, self.batch = int(self.optimizer.iterations), self.batch + 1
-        loss, gradient_norm = float(loss), float(gradient_norm)  # tensors -> Python floats, once
-        if not (math.isfinite(loss) and math.isfinite(gradient_norm)):
-            # The weights may now hold inf/NaN; the checkpoints on disk do not.
-            what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", gradient_norm)
-            last = self.checkpoints.latest_step
-            kept = f"the last checkpoint (step {last}) is kept in {self.run_dir}" if last is not None \
-                else f"no checkpoint had been written yet in {self.run_dir}"
-            raise TrainingStopped(f"the {what} became {value} at step {self.step} (epoch {self.epoch}); training "
-                                  f"stopped and {kept}; try a lower --learning-rate or --clip-norm 1 in a new run",
-                                  exit_code=1)
-        if self.dashboard:
-            # The learning rate is passed as a function: the schedule is evaluated only on the steps it is logged.
-            self.dashboard.after_step(self.step, batch_size, loss, float(accuracy),
-                                      lambda: float(self.optimizer.learning_rate), gradient_norm)
+    def group_end(self, step: int) -> int:
+        """The step at which a group of steps starting after `step` ends (steps are counted over the whole run).
+
+        At the latest after steps_per_call steps (at a multiple of it, so that TensorBoard's
+        every-50-steps points fall on a group's end), and at every step where the run must act
+        between two steps: a periodic checkpoint, and the first and last profiled step. A
+        stop request is answered at the end of the group, i.e. at most steps_per_call steps later.
+        """
+        ends = [(step // self.steps_per_call + 1) * self.steps_per_call]
+        every = self.config.checkpoint_every_steps
+        if every:
+            ends.append((step // every + 1) * every)
+        if self.dashboard and self.dashboard.profile:
+            from lstm_mnist.dashboard import PROFILE_STEPS
+
+            ends += [profiled for profiled in PROFILE_STEPS if profiled > step]
+        return min(ends)
+
+    def after_steps(self, per_step) -> None:
+        """After each group of steps: the NaN guard, TensorBoard, the progress bar, checkpoints, stop requests.
+
+        per_step: float32 [k, 4], each step's loss, accuracy, gradient norm and learning rate.
+        """
+        for loss, accuracy, gradient_norm, learning_rate in per_step.numpy().tolist():  # the one wait per group
+            self.step, self.batch = self.step + 1, self.batch + 1
+            if not (math.isfinite(loss) and math.isfinite(gradient_norm)):
+                # The weights may now hold inf/NaN; the checkpoints on disk do not.
+                what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", gradient_norm)
+                last = self.checkpoints.latest_step
+                kept = f"the last checkpoint (step {last}) is kept in {self.run_dir}" if last is not None \
+                    else f"no checkpoint had been written yet in {self.run_dir}"
+                raise TrainingStopped(f"the {what} became {value} at step {self.step} (epoch {self.epoch}); "
+                                      f"training stopped and {kept}; try a lower --learning-rate or --clip-norm 1 "
+                                      "in a new run", exit_code=1)
+            if self.dashboard:
+                self.dashboard.after_step(self.step, self.group_batch_size, loss, accuracy,
+                                          lambda rate=learning_rate: rate, gradient_norm)
         if self.progress:
             self.progress.update(self.batch, values=list(self.train_means.result().items()))
         # An epoch's last step is checkpointed by end_of_epoch, after the validation, so that
@@ -747,7 +786,7 @@ class Checkpoints:
     step counter, which is also the position in the learning-rate schedule),
     the dropout generators' state and the running means of the epoch in
     progress. Nothing else is needed: the epoch and the batch within it follow
-    from the step, and each epoch's order from (seed, epoch) (data.make_dataset),
+    from the step, and each epoch's order and shifts from (seed, epoch) (data.training_data),
     so a resumed run replays exactly the batches the first run would have seen.
 
     Why not tf.train.CheckpointManager: it never fsyncs, and it deletes

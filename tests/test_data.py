@@ -86,7 +86,8 @@ def test_offline_copy_is_the_original_mnist(offline_arrays):
 
 def test_split_sizes_dtypes_and_range(mnist):
     splits = split_mnist(mnist, val_size=5_000)
-    assert [len(a) for a in splits] == [55_000, 55_000, 5_000, 5_000, 10_000, 10_000]
+    assert [len(a) for a in splits] == [55_000, 55_000, 5_000, 5_000, 10_000, 10_000, 55_000]
+    np.testing.assert_array_equal(splits.train_images, mnist.x_train[5_000:])  # uint8 images, for the shifts
     for x in (splits.x_train, splits.x_val, splits.x_test):
         assert x.dtype == np.float32 and x.shape[1:] == (TIMESTEPS, FEATURES)
         assert x.min() == 0.0 and x.max() == 1.0

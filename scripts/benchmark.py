@@ -1,0 +1,736 @@
+"""How fast, how lean and how accurate `lstm-mnist train` is, side by side with the same model trained by model.fit.
+
+    python scripts/benchmark.py                     # all five parts, full MNIST (about an hour on 2 busy cores)
+    python scripts/benchmark.py --only throughput,logging --repeats 5
+    python scripts/benchmark.py --quick             # tiny sizes, one repeat: that the script works (CI)
+
+The five parts, each printed as a table, and all of it written as JSON (--json):
+
+  throughput  training images per second in steady state (the second epoch of each run),
+              of `lstm-mnist train` (default logging, and --no-tensorboard), of the same
+              model trained by `model.fit`, and of both with --cell scratch; ratios to fit
+  logging     what TensorBoard costs: the same runs, default logging against --no-tensorboard,
+              for the training part of an epoch (per-step hooks) and for the whole epoch
+              (with the validation pass and the per-epoch histograms and pictures)
+  steps       where a training step's time goes: the same batches through nested parts of
+              the step (forward; + backward; + clipping and Adam; phase 1's loop of one call
+              per step with its host syncs; ten steps per call), alternating
+  startup     seconds from the command's start to the end of its first training step, for a
+              one-step run (--train-examples 128 --val-size 128 --test-examples 128 --epochs 1
+              --no-tensorboard), first with an empty data cache and then a second time, against
+              model.fit's; and where the seconds go (imports, data, model, first step)
+  memory      peak resident memory of a default run (2 epochs: the peak is reached in the
+              second) against model.fit's, each in its own process
+  accuracy    default runs with seeds 0, 1, 2: validation and test accuracy after every epoch,
+              the epoch and the wall time at which the test accuracy first reaches 99.0%;
+              draws the curves (--figure)
+
+How the comparisons are made fair on a shared machine: every variant runs once per round,
+the order rotating from round to round, the first epoch of each run (tracing, warm-up)
+excluded; medians and the range over rounds are printed. Wall time on a machine shared with
+other programs jumps when a neighbour takes a core, so the CPU time of this process per
+image is printed beside it: it is what the other programs disturb least, and the ratio to
+trust when the two disagree. Nothing here is asserted; timings are reported, never tested.
+
+model.fit's side is the stock Keras path for the same model: build_model(config), Adam with
+the same schedule and global_clipnorm, SparseCategoricalCrossentropy(from_logits=True),
+metrics=["accuracy"], the same float32 arrays, shuffled every epoch, the validation set
+after every epoch. It trains on unshifted images: our side also pays for shifting them.
+
+The per-epoch test accuracy of the accuracy part is measured by this script only, for this
+table, after each epoch's checkpoint; the package touches the test set once, after training,
+and the recipe was chosen on the validation set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+
+ROOT = Path(__file__).resolve().parent.parent
+PARTS = ("throughput", "logging", "steps", "startup", "memory", "accuracy")
+ONE_STEP = ["--train-examples", "128", "--val-size", "128", "--test-examples", "128", "--epochs", "1",
+            "--no-tensorboard"]
+TARGET = 0.99
+
+
+# ---------------------------------------------------------------------------
+# Measuring one run of ours or of model.fit, inside this process
+# ---------------------------------------------------------------------------
+
+class Clock:
+    """Wall and CPU seconds at named moments of a run."""
+
+    def __init__(self):
+        self.marks: list[tuple[str, float, float]] = []
+
+    def mark(self, name: str) -> None:
+        self.marks.append((name, time.perf_counter(), time.process_time()))
+
+    def epochs(self) -> list[dict]:
+        """Per epoch: training wall/CPU seconds (data + steps) and whole-epoch seconds (+ validation, summaries)."""
+        found, start = [], None
+        for name, wall, cpu in self.marks:
+            if name == "train_start":
+                start, train = (wall, cpu), None
+            elif name == "train_end":
+                train = (wall - start[0], cpu - start[1])
+            elif name == "epoch_end":
+                found.append({"train_seconds": train[0], "train_cpu": train[1],
+                              "epoch_seconds": wall - start[0], "epoch_cpu": cpu - start[1]})
+        return found
+
+
+@contextlib.contextmanager
+def instrumented(clock: Clock, after_epoch=None):
+    """Mark the start and end of each epoch's training and the end of each epoch of `train_and_evaluate`.
+
+    The package's functions are wrapped, not changed: training starts when the epoch's data is
+    made (data.training_data), ends when train_epoch returns, and the epoch ends when
+    Run.end_of_epoch returns (after validation, TensorBoard's summaries and the checkpoint).
+    after_epoch(run, epoch): called after each epoch, outside the measured time.
+    """
+    import lstm_mnist.train as train_module
+    from lstm_mnist.run import Run
+
+    originals = (train_module.training_data, train_module.train_epoch, Run.end_of_epoch)
+
+    def training_data(*args, **kwargs):
+        clock.mark("train_start")
+        return originals[0](*args, **kwargs)
+
+    def train_epoch(*args, **kwargs):
+        result = originals[1](*args, **kwargs)
+        clock.mark("train_end")
+        return result
+
+    def end_of_epoch(run, epoch, *args, **kwargs):
+        originals[2](run, epoch, *args, **kwargs)
+        clock.mark("epoch_end")
+        if after_epoch:
+            after_epoch(run, epoch)
+
+    train_module.training_data, train_module.train_epoch, Run.end_of_epoch = training_data, train_epoch, end_of_epoch
+    try:
+        yield
+    finally:
+        train_module.training_data, train_module.train_epoch, Run.end_of_epoch = originals
+
+
+def run_ours(config, cache_dir=None, after_epoch=None) -> tuple[list[dict], dict]:
+    """One `train_and_evaluate(config)`: its epochs' timings and its metrics."""
+    from lstm_mnist.train import train_and_evaluate
+
+    clock = Clock()
+    with instrumented(clock, after_epoch):
+        result = train_and_evaluate(config, log=lambda line: None, cache_dir=cache_dir)
+    return clock.epochs(), result.metrics
+
+
+def fit_model(config, steps_per_epoch: int):
+    """The same model, optimizer, schedule and clipping, compiled for model.fit."""
+    import keras
+
+    from lstm_mnist.model import build_model
+    from lstm_mnist.train import learning_rate_schedule
+
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(config)
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config, steps_per_epoch),
+                                      global_clipnorm=config.clip_norm or None)
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+def run_fit(config, splits, on_event=None) -> tuple[list[dict], object]:
+    """model.fit for config.epochs epochs on `splits`: each epoch's timings, and the model.
+
+    on_event(name): told "build_model_done" when training begins and "first_step_done" after the first step.
+    """
+    import keras
+
+    clock = Clock()
+
+    class Marks(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            clock.mark("train_start")
+
+        def on_train_begin(self, logs=None):
+            if on_event:
+                on_event("build_model_done")
+
+        def on_train_batch_end(self, batch, logs=None):
+            if on_event and batch == 0 and not clock.epochs():
+                on_event("first_step_done")
+
+        def on_test_begin(self, logs=None):
+            clock.mark("train_end")
+
+        def on_epoch_end(self, epoch, logs=None):
+            if not splits.y_val.size:
+                clock.mark("train_end")
+            clock.mark("epoch_end")
+
+    steps_per_epoch = math.ceil(len(splits.y_train) / config.batch_size)
+    model = fit_model(config, steps_per_epoch)
+    validation = (splits.x_val, splits.y_val) if splits.y_val.size else None
+    model.fit(splits.x_train, splits.y_train, batch_size=config.batch_size, epochs=config.epochs, shuffle=True,
+              validation_data=validation, verbose=0, callbacks=[Marks()])
+    return clock.epochs(), model
+
+
+def load_splits(config, cache_dir=None):
+    from lstm_mnist.data import default_cache_dir, load_mnist, split_mnist
+
+    mnist = load_mnist(config.data, cache_dir=cache_dir or default_cache_dir(), log=lambda line: None)
+    return split_mnist(mnist, config.val_size, config.train_examples, config.test_examples)
+
+
+# ---------------------------------------------------------------------------
+# Parts 1 and 2: throughput and the cost of logging
+# ---------------------------------------------------------------------------
+
+def throughput(args, log_dir: str) -> dict:
+    """Alternating runs of every variant; steady state = the epochs after the first of each run."""
+    import dataclasses
+
+    from lstm_mnist.config import Config
+
+    base = Config(epochs=args.epochs, train_examples=args.train_examples, val_size=args.val_size,
+                  test_examples=args.test_examples, units=args.units, log_dir=log_dir)
+    variants = {
+        "ours": base,
+        "ours --no-tensorboard": dataclasses.replace(base, tensorboard=False),
+        "model.fit": base,
+        "ours --cell scratch": dataclasses.replace(base, cell="scratch"),
+        "model.fit --cell scratch": dataclasses.replace(base, cell="scratch"),
+    }
+    if args.no_scratch:
+        variants = {name: config for name, config in variants.items() if "scratch" not in name}
+    splits = load_splits(base)
+    samples = {name: [] for name in variants}  # one dict per measured epoch
+    names = list(variants)
+    for repeat in range(args.repeats):
+        order = names[repeat % len(names):] + names[:repeat % len(names)]
+        for name in order:
+            config = variants[name]
+            epochs = run_fit(config, splits)[0] if name.startswith("model.fit") else run_ours(config)[0]
+            steady = epochs[1:] or epochs  # the first epoch traces and warms up
+            samples[name].extend({**epoch, "round": repeat} for epoch in steady)
+            rates = [len(splits.y_train) / epoch["train_seconds"] for epoch in steady]
+            print(f"  round {repeat + 1}/{args.repeats}  {name:26s} {statistics.median(rates):7.0f} images/s "
+                  f"(training part; load average {os.getloadavg()[0]:.1f})", flush=True)
+    images = len(splits.y_train)
+    return {"images_per_epoch": images, "samples": samples}
+
+
+def per_round(samples: list[dict], key: str) -> dict[int, float]:
+    """The median of one measure over each round's steady-state epochs, by round."""
+    rounds = {}
+    for sample in samples:
+        rounds.setdefault(sample["round"], []).append(sample[key])
+    return {r: statistics.median(values) for r, values in rounds.items()}
+
+
+def ratio_summary(numerator: dict[int, float], denominator: dict[int, float]) -> dict:
+    ratios = sorted(numerator[r] / denominator[r] for r in numerator if r in denominator)
+    return {"median": statistics.median(ratios), "min": ratios[0], "max": ratios[-1], "rounds": len(ratios)}
+
+
+def throughput_table(result: dict) -> tuple[str, dict]:
+    images, samples = result["images_per_epoch"], result["samples"]
+    rows, summary = [], {}
+    reference = {"": "model.fit", "scratch": "model.fit --cell scratch"}
+    for name, found in samples.items():
+        wall = per_round(found, "train_seconds")
+        cpu = per_round(found, "train_cpu")
+        rates = [images / s for s in wall.values()]
+        entry = {"images_per_second_median": statistics.median(rates), "min": min(rates), "max": max(rates),
+                 "cpu_ms_per_image": statistics.median(cpu.values()) / images * 1e3}
+        fit = reference["scratch" if "scratch" in name else ""]
+        if fit in samples and fit != name:
+            fit_wall, fit_cpu = per_round(samples[fit], "train_seconds"), per_round(samples[fit], "train_cpu")
+            entry["wall_ratio_to_fit"] = ratio_summary(fit_wall, wall)  # time ratio = rate ratio
+            entry["cpu_ratio_to_fit"] = ratio_summary(fit_cpu, cpu)  # > 1: ours needs less CPU per image
+        summary[name] = entry
+        ratio = entry.get("wall_ratio_to_fit")
+        cpu_ratio = entry.get("cpu_ratio_to_fit")
+        rows.append(f"| {name} | {entry['images_per_second_median']:,.0f} ({entry['min']:,.0f}..{entry['max']:,.0f}) | "
+                    f"{entry['cpu_ms_per_image']:.3f} | "
+                    + (f"{ratio['median']:.2f} ({ratio['min']:.2f}..{ratio['max']:.2f}) | "
+                       f"{cpu_ratio['median']:.2f} ({cpu_ratio['min']:.2f}..{cpu_ratio['max']:.2f}) |"
+                       if ratio else "1 | 1 |"))
+    table = ("| variant | training images/s, median (range) | CPU ms per image | speed vs model.fit, wall | "
+             "speed vs model.fit, CPU |\n|---|---|---|---|---|\n" + "\n".join(rows))
+    return table, summary
+
+
+def logging_table(result: dict) -> tuple[str, dict]:
+    samples = result["samples"]
+    on, off = samples.get("ours"), samples.get("ours --no-tensorboard")
+    if not on or not off:
+        return "(needs the throughput runs of ours and ours --no-tensorboard)", {}
+    summary, rows = {}, []
+    for part, wall_key, cpu_key in (("training part (per-step hooks)", "train_seconds", "train_cpu"),
+                                    ("whole epoch (+ validation, per-epoch summaries)", "epoch_seconds",
+                                     "epoch_cpu")):
+        wall = ratio_summary(per_round(on, wall_key), per_round(off, wall_key))  # > 1: logging costs
+        cpu = ratio_summary(per_round(on, cpu_key), per_round(off, cpu_key))
+        summary[part] = {"wall_time_ratio": wall, "cpu_time_ratio": cpu}
+        rows.append(f"| {part} | {wall['median']:.3f} ({wall['min']:.3f}..{wall['max']:.3f}) | "
+                    f"{cpu['median']:.3f} ({cpu['min']:.3f}..{cpu['max']:.3f}) |")
+    table = ("| time with TensorBoard / without | wall, median (range) | CPU, median (range) |\n|---|---|---|\n"
+             + "\n".join(rows))
+    return table, summary
+
+
+# ---------------------------------------------------------------------------
+# Part 3: where a step's time goes
+# ---------------------------------------------------------------------------
+
+def step_parts(args) -> dict:
+    """CPU and wall milliseconds per step of nested parts of the training step, on the same batches."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from lstm_mnist.config import Config
+    from lstm_mnist.model import build_model
+    from lstm_mnist.train import (STEPS_PER_CALL, Means, learning_rate_schedule, loss_and_accuracy,
+                                  make_train_step, several_steps_per_call)
+
+    config = Config(units=args.units)
+    steps = args.step_count
+    splits = load_splits(Config(train_examples=steps * config.batch_size, val_size=args.val_size))
+    x = splits.x_train.reshape(steps, config.batch_size, *splits.x_train.shape[1:])  # (S, B, T, F)
+    y = splits.y_train.reshape(steps, config.batch_size)  # (S, B)
+
+    def parts():
+        keras.utils.set_random_seed(0)
+        model = build_model(config)
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config, 430))
+        means = Means()
+        return model, optimizer, means
+
+    def forward():
+        model, _, _ = parts()
+        call = tf.function(lambda x, y: loss_and_accuracy(y, model(x, training=True)))
+        return lambda: [call(x[i], y[i])[0].numpy() for i in range(steps)]
+
+    def forward_backward():
+        model, _, _ = parts()
+
+        @tf.function
+        def call(x, y):
+            with tf.GradientTape() as tape:
+                loss, _ = loss_and_accuracy(y, model(x, training=True))
+            return tf.linalg.global_norm(tape.gradient(loss, model.trainable_variables))
+        return lambda: [call(x[i], y[i]).numpy() for i in range(steps)]
+
+    def train_step_only():
+        model, optimizer, _ = parts()
+        train_step = make_train_step(model, optimizer, config.clip_norm)
+        return lambda: [train_step(x[i], y[i])[0].numpy() for i in range(steps)]
+
+    def phase_one_loop():  # one call per step, the means updated and four numbers read back after each
+        model, optimizer, means = parts()
+        train_step = make_train_step(model, optimizer, config.clip_norm)
+
+        def run():
+            for i in range(steps):
+                loss, accuracy, gradient_norm = train_step(x[i], y[i])
+                means.update(loss, accuracy, batch_size=config.batch_size)
+                int(optimizer.iterations), float(loss), float(gradient_norm), float(accuracy)
+        return run
+
+    def several_per_call(k):
+        model, optimizer, means = parts()
+        train_steps = several_steps_per_call(make_train_step(model, optimizer, config.clip_norm), means, optimizer,
+                                             x.shape[2:])
+        return lambda: [train_steps(x[i:i + k], y[i:i + k]).numpy() for i in range(0, steps, k)]
+
+    variants = {"forward (loss)": forward(), "forward + backward (gradients, their norm)": forward_backward(),
+                "train_step: + clipping, Adam": train_step_only(),
+                "phase 1's loop: one call per step, means, 4 reads": phase_one_loop()}
+    for k in sorted({1, 50, STEPS_PER_CALL} - {STEPS_PER_CALL}) + [STEPS_PER_CALL]:  # ours last: the reference
+        if k <= steps:
+            variants[f"{'ours: ' if k == STEPS_PER_CALL else ''}{k} step{'s' * (k > 1)} per call, means, "
+                     f"1 read per call"] = several_per_call(k)
+    for run in variants.values():
+        run()  # traces, warms up
+    wall = {name: [] for name in variants}
+    cpu = {name: [] for name in variants}
+    names = list(variants)
+    for repeat in range(args.repeats * 3):
+        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+            started, cpu_started = time.perf_counter(), time.process_time()
+            variants[name]()
+            wall[name].append((time.perf_counter() - started) / steps * 1e3)
+            cpu[name].append((time.process_time() - cpu_started) / steps * 1e3)
+    return {name: {"wall_ms_per_step": statistics.median(wall[name]), "wall_min": min(wall[name]),
+                   "cpu_ms_per_step": statistics.median(cpu[name])} for name in names}
+
+
+def steps_table(result: dict) -> str:
+    full = list(result.values())[-1]
+    lines = ["| part of a step (nested: each includes the one above) | wall ms per step, median (best) | "
+             "CPU ms per step | CPU, share of ours |", "|---|---|---|---|"]
+    for name, entry in result.items():
+        lines.append(f"| {name} | {entry['wall_ms_per_step']:.1f} ({entry['wall_min']:.1f}) | "
+                     f"{entry['cpu_ms_per_step']:.1f} | {entry['cpu_ms_per_step'] / full['cpu_ms_per_step']:.0%} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Parts 4 and 5: start-up and memory, each run in its own process
+# ---------------------------------------------------------------------------
+
+def child(kind: str, flags: list[str]) -> None:
+    """Run `lstm-mnist train FLAGS` (kind "ours") or model.fit's equivalent ("fit"), printing its marks as JSON.
+
+    Each mark is (wall-clock time, CPU seconds of this process so far): time.time(), so that the parent
+    can measure it from the moment it started this process, and time.process_time(), which neighbours
+    on a shared machine disturb less.
+    """
+    marks = {}
+
+    def mark(name: str) -> None:
+        marks.setdefault(name, (time.time(), time.process_time()))
+
+    mark("python_started")
+    import lstm_mnist.train as train_module  # imports TensorFlow and Keras
+    from lstm_mnist.cli import build_parser, config_from_args
+
+    mark("imported")
+    config = config_from_args(build_parser().parse_args(["train", *flags]))
+    for name in ("load_mnist", "build_model"):
+        original = getattr(train_module, name)
+
+        def wrapped(*args, _original=original, _name=name, **kwargs):
+            result = _original(*args, **kwargs)
+            mark(f"{_name}_done")
+            return result
+
+        setattr(train_module, name, wrapped)
+
+    if kind == "ours":
+        from lstm_mnist.cli import main
+        from lstm_mnist.run import Run
+
+        after_steps = Run.after_steps
+
+        def counted(run, per_step):
+            after_steps(run, per_step)
+            mark("first_step_done")
+
+        Run.after_steps = counted
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            code = main(["train", *flags])
+        if code:
+            raise SystemExit(code)
+    else:
+        splits = load_splits(config)
+        mark("load_mnist_done")
+        _, model = run_fit(config, splits, on_event=mark)
+        model.evaluate(splits.x_test, splits.y_test, batch_size=config.batch_size, verbose=0)
+    mark("finished")
+    print("MARKS " + json.dumps({"marks": marks, "peak_rss_mb": peak_resident_mb()}))
+
+
+def peak_resident_mb() -> float:
+    """This process's peak resident memory (VmHWM), in MB.
+
+    Not getrusage's ru_maxrss: Linux carries that over from the parent through fork and exec,
+    so a child of a big process would report at least its parent's size.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return float("nan")
+
+
+def run_child(kind: str, flags: list[str], env: dict) -> dict:
+    """Start a child and wait for it: its marks in seconds since it was started, and its peak resident memory."""
+    started = time.time()
+    process = subprocess.run([sys.executable, __file__, "--child", kind, "--", *flags], env=env,
+                             capture_output=True, text=True)
+    if process.returncode != 0:
+        raise SystemExit(f"benchmark: the {kind} run failed (exit {process.returncode}): {process.stderr[-2000:]}")
+    found = json.loads([line for line in process.stdout.splitlines() if line.startswith("MARKS ")][-1][6:])
+    return {**{name: wall - started for name, (wall, _) in found["marks"].items()},
+            **{f"{name}_cpu": cpu for name, (_, cpu) in found["marks"].items()}, "peak_rss_mb": found["peak_rss_mb"]}
+
+
+def child_env(cache_home: Path) -> dict:
+    """Private caches: the decoded MNIST under cache_home; no Keras dataset cache, so every run reads the same copy."""
+    return {**os.environ, "XDG_CACHE_HOME": str(cache_home), "KERAS_HOME": str(cache_home / "no-keras-home"),
+            "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+
+
+def startup(args, log_dir: str) -> dict:
+    runs = {"ours, first run (empty data cache)": [], "ours, second run": [], "model.fit": []}
+    for repeat in range(args.repeats):
+        with tempfile.TemporaryDirectory(prefix="benchmark-cache-") as cache:
+            env = child_env(Path(cache))
+            flags = [*ONE_STEP, "--log-dir", log_dir]
+            order = [("ours, first run (empty data cache)", "ours"), ("ours, second run", "ours"),
+                     ("model.fit", "fit")]
+            if repeat % 2:  # model.fit first every other round; ours' second run always follows its first
+                order = order[2:] + order[:2]
+            for name, kind in order:
+                runs[name].append(run_child(kind, flags, env))
+                print(f"  round {repeat + 1}/{args.repeats}  {name:36s} first step after "
+                      f"{runs[name][-1]['first_step_done']:.2f}s", flush=True)
+    return runs
+
+
+def startup_table(runs: dict) -> tuple[str, dict]:
+    phases = [("imported", "imports (Python, TensorFlow, Keras, the package)"), ("load_mnist_done", "data loaded"),
+              ("build_model_done", "model built"), ("first_step_done", "first training step done"),
+              ("finished", "run finished (evaluation, files)")]
+    summary = {name: {key: statistics.median(run[key] for run in found) for key in found[0]}
+               for name, found in runs.items()}
+    header = "| seconds since the command started: wall (CPU) | " + " | ".join(runs) + " |"
+    lines = [header, "|---" * (len(runs) + 1) + "|"]
+    for key, label in phases:
+        cells = [f"{summary[name][key]:.2f} ({summary[name][key + '_cpu']:.2f})" if key in summary[name] else ""
+                 for name in runs]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("| peak resident memory, MB | " + " | ".join(f"{summary[name]['peak_rss_mb']:,.0f}"
+                                                         for name in runs) + " |")
+    return "\n".join(lines), summary
+
+
+def memory(args, log_dir: str) -> dict:
+    sizes = ["--train-examples", str(args.train_examples), "--val-size", str(args.val_size),
+             "--test-examples", str(args.test_examples), "--units", str(args.units), "--epochs", "2",
+             "--log-dir", log_dir]
+    runs = {"ours (default logging)": [], "model.fit": []}
+    with tempfile.TemporaryDirectory(prefix="benchmark-cache-") as cache:
+        env = child_env(Path(cache))
+        run_child("ours", ONE_STEP + ["--log-dir", log_dir], env)  # fills the data cache, not measured
+        for repeat in range(min(args.repeats, 2)):  # peaks barely move between runs: two rounds are enough
+            for name, kind in (("ours (default logging)", "ours"), ("model.fit", "fit"))[::1 if repeat % 2 == 0
+                                                                                        else -1]:
+                runs[name].append(run_child(kind, sizes, env)["peak_rss_mb"])
+                print(f"  round {repeat + 1}  {name:24s} peak {runs[name][-1]:,.0f} MB", flush=True)
+    return runs
+
+
+# ---------------------------------------------------------------------------
+# Part 6: accuracy, epochs and time to 99.0%
+# ---------------------------------------------------------------------------
+
+def accuracy(args, log_dir: str) -> dict:
+    import numpy as np
+
+    from lstm_mnist.config import Config
+
+    results = {}
+    for seed in args.seeds:
+        config = Config(seed=seed, log_dir=log_dir, train_examples=args.train_examples, val_size=args.val_size,
+                        test_examples=args.test_examples, units=args.units,
+                        **({"epochs": args.epochs} if args.quick else {}))
+        splits = load_splits(config)
+        curve, extra = [], {"seconds": 0.0}
+        started = time.perf_counter()
+
+        def after_epoch(run, epoch, splits=splits, curve=curve, extra=extra):
+            measuring = time.perf_counter()
+            logits = run.model.predict(splits.x_test, batch_size=1000, verbose=0)
+            test = float(np.mean(np.argmax(logits, axis=-1) == splits.y_test))
+            validation = run.validation_means.result()
+            curve.append({"epoch": epoch, "val_accuracy": validation["accuracy"] if validation else None,
+                          "test_accuracy": test, "train_loss": run.train_means.result()["loss"],
+                          "seconds": measuring - started - extra["seconds"]})
+            extra["seconds"] += time.perf_counter() - measuring
+
+        _, metrics = run_ours(config, after_epoch=after_epoch)
+        reached = next((point for point in curve if point["test_accuracy"] >= TARGET), None)
+        results[seed] = {"curve": curve, "test_accuracy": metrics["test_accuracy"],
+                         "val_accuracy": metrics["val_accuracy"], "run_seconds": metrics["seconds"] - extra["seconds"],
+                         "epochs": config.epochs, "epoch_reaching_target": reached["epoch"] if reached else None,
+                         "seconds_to_target": reached["seconds"] if reached else None}
+        print(f"  seed {seed}: test accuracy {metrics['test_accuracy']:.4f} after {config.epochs} epochs; "
+              f"99.0% first at epoch {results[seed]['epoch_reaching_target']}", flush=True)
+    return results
+
+
+def accuracy_table(results: dict) -> tuple[str, dict]:
+    lines = ["| seed | epochs | validation accuracy by epoch | test accuracy by epoch | final test accuracy | "
+             "first epoch at 99.0% test | seconds to it | run seconds |", "|---|---|---|---|---|---|---|---|"]
+    for seed, result in results.items():
+        curve, reached = result["curve"], result["epoch_reaching_target"]
+        validation = " ".join(f"{p['val_accuracy']:.2%}" if p["val_accuracy"] is not None else "-" for p in curve)
+        test = " ".join(f"{p['test_accuracy']:.2%}" for p in curve)
+        lines.append(f"| {seed} | {result['epochs']} | {validation} | {test} | {result['test_accuracy']:.2%} | "
+                     f"{reached or 'not reached'} | {result['seconds_to_target'] or 0:.0f} | "
+                     f"{result['run_seconds']:.0f} |")
+    finals = [result["test_accuracy"] for result in results.values()]
+    summary = {"median_test_accuracy": statistics.median(finals), "min": min(finals), "max": max(finals)}
+    lines.append(f"\nmedian final test accuracy over {len(finals)} seed(s): {summary['median_test_accuracy']:.2%}")
+    return "\n".join(lines), summary
+
+
+def draw_recipe_figure(results: dict, path: Path) -> None:
+    """Validation (solid) and test (dashed) accuracy after each epoch, one colour per seed, and the 99.0% line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for (seed, result), colour in zip(results.items(), ["tab:blue", "tab:orange", "tab:green", "tab:red"]):
+        epochs = [p["epoch"] for p in result["curve"]]
+        if all(p["val_accuracy"] is not None for p in result["curve"]):
+            axes[0].plot(epochs, [p["val_accuracy"] * 100 for p in result["curve"]], "-o", color=colour,
+                         label=f"seed {seed}, validation")
+        axes[0].plot(epochs, [p["test_accuracy"] * 100 for p in result["curve"]], "--s", color=colour,
+                     label=f"seed {seed}, test", markersize=4)
+        axes[1].plot(epochs, [p["train_loss"] for p in result["curve"]], "-o", color=colour, label=f"seed {seed}")
+    axes[0].axhline(TARGET * 100, color="grey", linewidth=1)
+    axes[0].set_ylim(bottom=max(90, axes[0].get_ylim()[0]))
+    axes[0].set(xlabel="epoch", ylabel="accuracy, %", title="accuracy after each epoch (grey: 99.0%)")
+    axes[1].set(xlabel="epoch", ylabel="mean training loss", title="training loss (shifted images)", yscale="log")
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+# ---------------------------------------------------------------------------
+# The machine, and the driver
+# ---------------------------------------------------------------------------
+
+def machine() -> dict:
+    import keras
+    import tensorflow as tf
+
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    gpus = tf.config.list_physical_devices("GPU")
+    names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "device": ", ".join(names) if names else "CPU (no GPU)",
+            "load_average_at_start": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts to run: {', '.join(PARTS)}")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of alternating runs (default: 3)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per throughput run; the first is warm-up")
+    parser.add_argument("--train-examples", type=int, default=0, help="training images (0 = all 55,000)")
+    parser.add_argument("--val-size", type=int, default=5000)
+    parser.add_argument("--test-examples", type=int, default=0, help="test images (0 = all 10,000)")
+    parser.add_argument("--units", type=int, default=128)
+    parser.add_argument("--step-count", type=int, default=100, help="batches per round of the steps part")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds of the accuracy part (default: 0,1,2)")
+    parser.add_argument("--no-scratch", action="store_true", help="leave out the --cell scratch variants")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes and one repeat: shows that everything runs, its numbers mean nothing")
+    parser.add_argument("--json", type=Path, default=None, help="also write every number here as JSON")
+    parser.add_argument("--figure", type=Path, default=None,
+                        help="draw the accuracy curves here (default: docs/images/recipe.png, not with --quick)")
+    parser.add_argument("--redraw", type=Path, default=None, metavar="JSON",
+                        help="only draw --figure again from the accuracy part of an earlier --json")
+    parser.add_argument("--child", choices=("ours", "fit"), help=argparse.SUPPRESS)
+    parser.add_argument("child_flags", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.epochs, args.units, args.no_scratch, args.step_count = 1, 2, 8, True, 10
+        args.train_examples, args.val_size, args.test_examples = 256, 64, 64
+        args.seeds = "0"
+    args.seeds = [int(seed) for seed in args.seeds.split(",")]
+    args.parts = [part.strip() for part in args.only.split(",")]
+    unknown = set(args.parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
+    if args.figure is None and not args.quick:
+        args.figure = ROOT / "docs" / "images" / "recipe.png"
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        child(args.child, args.child_flags)
+        return 0
+    if args.redraw:
+        draw_recipe_figure(json.loads(args.redraw.read_text())["accuracy"]["runs"], args.figure)
+        print(f"figure: {args.figure}")
+        return 0
+    report = {"machine": machine(), "settings": {key: (str(value) if isinstance(value, Path) else value)
+                                                  for key, value in vars(args).items() if key != "child_flags"}}
+    print("machine: " + ", ".join(f"{key} {value}" for key, value in report["machine"].items()), flush=True)
+    tables = []
+    with tempfile.TemporaryDirectory(prefix="benchmark-logs-") as log_dir:
+        if "throughput" in args.parts or "logging" in args.parts:
+            print("throughput and logging: alternating runs", flush=True)
+            result = throughput(args, log_dir)
+            table, report["throughput"] = throughput_table(result)
+            tables.append(("Training throughput, steady state", table))
+            table, report["logging"] = logging_table(result)
+            tables.append(("What TensorBoard logging costs (ours)", table))
+        if "steps" in args.parts:
+            print(f"steps: parts of a step, {args.step_count} batches each, alternating", flush=True)
+            report["steps"] = step_parts(args)
+            tables.append(("Where a step's time goes", steps_table(report["steps"])))
+        if "startup" in args.parts:
+            print("startup: one-step runs, each in a new process", flush=True)
+            table, report["startup"] = startup_table(startup(args, log_dir))
+            tables.append(("Start-up of a one-step run (medians)", table))
+        if "memory" in args.parts:
+            if args.quick and "startup" in report:  # the one-step runs' peaks: no more processes to start
+                runs = {"ours (default logging)": [report["startup"]["ours, second run"]["peak_rss_mb"]],
+                        "model.fit": [report["startup"]["model.fit"]["peak_rss_mb"]]}
+            else:
+                print("memory: 2-epoch runs, each in a new process", flush=True)
+                runs = memory(args, log_dir)
+            report["memory"] = {name: {"peak_rss_mb_median": statistics.median(values), "runs": values}
+                                for name, values in runs.items()}
+            tables.append(("Peak resident memory, 2 epochs",
+                           "| run | peak resident memory, MB (each run) |\n|---|---|\n" +
+                           "\n".join(f"| {name} | {', '.join(f'{v:,.0f}' for v in values)} |"
+                                     for name, values in runs.items())))
+        if "accuracy" in args.parts:
+            print(f"accuracy: default runs, seeds {args.seeds}", flush=True)
+            results = accuracy(args, log_dir)
+            table, summary = accuracy_table(results)
+            report["accuracy"] = {"runs": results, **summary}
+            tables.append(("Accuracy of the default recipe", table))
+            if args.figure:
+                draw_recipe_figure(results, args.figure)
+                print(f"figure: {args.figure}")
+    report["machine"]["load_average_at_end"] = os.getloadavg()[0]
+    for title, table in tables:
+        print(f"\n## {title}\n\n{table}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+        print(f"\nJSON: {args.json}")
+    else:
+        print("\n" + json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

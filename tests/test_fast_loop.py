@@ -1,0 +1,280 @@
+"""The fast loop is the same maths: steps grouped k per call, the shifted training images, resume between groups.
+
+Speed itself is measured by scripts/benchmark.py, never asserted here. What is
+asserted is what makes the speed safe: grouping the steps any way gives the
+same weights bit for bit (so a run stopped and resumed between any two steps
+ends where an uninterrupted one does), the loop computes what one call per
+step computed, and what model.fit computes for the same model; and the
+augmentation moves each image by what it says, the same way every time for
+the same (seed, epoch).
+"""
+
+import dataclasses
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lstm_mnist.config import FEATURES, TIMESTEPS, Config
+from lstm_mnist.data import images_to_sequences, make_dataset, random_shifts, split_mnist, training_data
+from lstm_mnist.errors import OneLineError
+from lstm_mnist.model import build_model
+from lstm_mnist.run import Run
+from lstm_mnist.train import (Means, learning_rate_schedule, make_train_step, several_steps_per_call,
+                              train_and_evaluate)
+
+BATCH = 16
+# A clip norm below the gradient norms of these steps (0.24 to 0.50), so that clipping acts on every step.
+CONFIG = Config(units=8, learning_rate=1e-2, clip_norm=0.2)
+
+
+@pytest.fixture(scope="module")
+def batches(mnist):
+    """150 training digits in batches of 16: nine full batches and a last one of 6."""
+    x = images_to_sequences(mnist.x_train[:150])  # (150, T, F)
+    y = mnist.y_train[:150].astype(np.int32)
+    return x, y
+
+
+def fresh(config=CONFIG):
+    """The model, optimizer, means and k-step function of a run, from the same seed every time."""
+    keras.utils.set_random_seed(0)
+    model = build_model(config)
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config, steps_per_epoch=10))
+    means = Means()
+    train_step = make_train_step(model, optimizer, config.clip_norm)
+    return model, optimizer, means, train_step, several_steps_per_call(train_step, means, optimizer,
+                                                                        (TIMESTEPS, FEATURES))
+
+
+def run_in_groups(groups: list[int], x, y):
+    """Train on the 10 batches, `groups` batches per call; returns weights, per-step numbers and the means."""
+    model, _, means, _, train_steps = fresh()
+    per_step, batch = [], 0
+    for k in groups:
+        start, end = batch * BATCH, min((batch + k) * BATCH, len(y))
+        size = min(BATCH, end - start)
+        per_step.append(train_steps(x[start:end].reshape(k, size, TIMESTEPS, FEATURES),
+                                    y[start:end].reshape(k, size)).numpy())
+        batch += k
+    return model.get_weights(), np.concatenate(per_step), means.result()
+
+
+@pytest.fixture(scope="module")
+def reference(batches):
+    """Nine batches in one call, then the last, smaller batch (always a call of its own): weights, per step, means."""
+    return run_in_groups([9, 1], *batches)
+
+
+def test_steps_grouped_any_way_give_bit_identical_weights(batches, reference):
+    x, y = batches
+    for groups in ([1] * 10, [4, 5, 1]):
+        weights, per_step, means = run_in_groups(groups, x, y)
+        for got, expected in zip(weights, reference[0], strict=True):
+            np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(per_step, reference[1])
+        assert means == reference[2]
+    assert reference[1].shape == (10, 4)  # loss, accuracy, gradient norm, learning rate of each step
+
+
+def test_several_steps_per_call_compute_what_one_call_per_step_computes(batches, reference):
+    """The k-step call against the phase-1 loop: train_step once per batch from Python, means updated outside."""
+    x, y = batches
+    weights, per_step, means = reference
+    model, optimizer, one_by_one, train_step, _ = fresh()
+    for step, (batch_x, batch_y) in enumerate(make_dataset(x, y, BATCH)):
+        loss, accuracy, gradient_norm = train_step(batch_x, batch_y)
+        one_by_one.update(loss, accuracy, batch_size=len(batch_y))
+        np.testing.assert_allclose(per_step[step], [float(loss), float(accuracy), float(gradient_norm),
+                                                    float(optimizer.learning_rate)], rtol=1e-6)
+    for got, expected in zip(model.get_weights(), weights, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    assert one_by_one.result() == pytest.approx(means, rel=1e-6)
+
+
+def test_our_loop_trains_what_model_fit_trains(batches, reference):
+    """Same weights, same batches, same Adam, schedule and clipping: model.fit ends where our loop does (float32)."""
+    x, y = batches
+    config, weights = CONFIG, reference[0]
+    keras.utils.set_random_seed(0)
+    model = build_model(config)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate_schedule(config, steps_per_epoch=10),
+                                                  global_clipnorm=config.clip_norm),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    for got, expected in zip(model.get_weights(), weights, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)  # bit for bit on the machine it was written on
+
+
+class ResetCounter:
+    def reset(self):
+        pass
+
+
+def groups_handed_out(run: Run, epoch: int, examples: int) -> list[int]:
+    """Batches per group that run.batches hands out for one epoch, advancing the step as after_steps would."""
+    x = np.zeros((examples, TIMESTEPS, FEATURES), np.float32)
+    y = np.zeros(examples, np.int32)
+    sizes = []
+    for group_x, group_y in run.batches(epoch, (x, y)):
+        assert group_x.shape[:2] == group_y.shape
+        sizes.append(group_y.shape)
+        run.step += group_y.shape[0]
+    return sizes
+
+
+def test_groups_end_at_multiples_of_k_at_checkpoints_and_before_the_last_small_batch():
+    config = Config(batch_size=4, checkpoint_every_steps=7)
+    run = Run(config, model=None, optimizer=None, train_means=ResetCounter(), validation_means=None, splits=None,
+              steps_per_epoch=6, data_fingerprint="", steps_per_call=10)
+    # 22 images: 5 batches of 4, then one of 2. Steps 1-6 are epoch 1, 7-12 epoch 2.
+    assert groups_handed_out(run, 1, 22) == [(5, 4), (1, 2)]
+    # Epoch 2 starts at step 6: a checkpoint is due after step 7, a multiple of k after step 10.
+    assert groups_handed_out(run, 2, 22) == [(1, 4), (3, 4), (1, 4), (1, 2)]
+    # Resumed at step 15 (epoch 3, 3 batches done): the rest of the epoch, cut at the next checkpoint (21).
+    run.step = 15
+    assert groups_handed_out(run, 3, 22) == [(2, 4), (1, 2)]
+    # With --profile, the first and last profiled step end a group too.
+    profiled = Run(dataclasses.replace(config, checkpoint_every_steps=0), model=None, optimizer=None,
+                   train_means=ResetCounter(), validation_means=None, splits=None, steps_per_epoch=20,
+                   data_fingerprint="", steps_per_call=10)
+    profiled.dashboard = SimpleNamespace(profile=True, before_step=lambda step: None)
+    assert groups_handed_out(profiled, 1, 80) == [(5, 4), (5, 4), (10, 4)]
+
+
+def test_a_run_resumed_between_two_groups_matches_one_that_never_stopped(tmp_path, cache_dir, monkeypatch):
+    """A crash right after the checkpoint at step 9 (not a multiple of k): the resume regroups from there."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "no-keras-home"))
+    config = Config(epochs=2, train_examples=200, val_size=64, test_examples=64, batch_size=32, units=8,
+                    checkpoint_every_steps=3, tensorboard=False, log_dir=str(tmp_path), seed=3)
+
+    def train(name, **kwargs):
+        return train_and_evaluate(dataclasses.replace(config, name=name), cache_dir=cache_dir, **kwargs)
+
+    straight = train("straight", log=lambda line: None)
+
+    class Crash(Exception):
+        pass
+
+    save = Run.save
+
+    def save_then_crash(run):
+        save(run)
+        if run.step == 9:  # 7 steps per epoch: inside epoch 2, two steps into a group of k
+            raise Crash
+
+    monkeypatch.setattr(Run, "save", save_then_crash)
+    with pytest.raises(Crash):
+        train("crashed", log=lambda line: None)
+    monkeypatch.setattr(Run, "save", save)
+    lines = []
+    resumed = train("crashed", log=lines.append, resume_dir=tmp_path / "crashed")
+    assert any(line.startswith(f"resumed: {tmp_path / 'crashed'} at step 9 (epoch 2)") for line in lines), lines
+    for got, expected in zip(resumed.model.get_weights(), straight.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, expected)
+    for key in ("test_loss", "test_accuracy", "val_loss", "train_loss", "train_accuracy", "steps"):
+        assert resumed.metrics[key] == straight.metrics[key], key
+
+
+# --- The augmentation ---------------------------------------------------------------------
+
+
+def one_pixel_image(row: int, column: int) -> np.ndarray:
+    image = np.zeros((1, TIMESTEPS, FEATURES), np.uint8)
+    image[0, row, column] = 255
+    return image
+
+
+def test_random_shifts_move_each_image_by_what_was_drawn_and_fill_with_blank_paper():
+    images = np.repeat(one_pixel_image(10, 12), 2000, axis=0)  # (2000, 28, 28)
+    shifted = random_shifts(images, 2, np.random.default_rng(0))
+    assert shifted.dtype == np.uint8 and shifted.shape == images.shape
+    assert (shifted.reshape(2000, -1).sum(axis=1) == 255).all()  # the pixel is moved, never lost or doubled
+    _, rows, columns = np.nonzero(shifted)  # (2000,) each: where each image's pixel went
+    draws = np.random.default_rng(0)
+    down, right = draws.integers(-2, 3, 2000), draws.integers(-2, 3, 2000)  # what random_shifts drew, in order
+    np.testing.assert_array_equal(rows, 10 + down)  # positive: down
+    np.testing.assert_array_equal(columns, 12 + right)  # positive: right
+    assert len(set(zip(down, right))) == 25  # every shift in -2..2 x -2..2 was drawn
+    # At the edge, a pixel moved out of the image is gone: blank paper comes in, nothing wraps around.
+    edge = random_shifts(np.repeat(one_pixel_image(0, 0), 500, axis=0), 2, np.random.default_rng(1))
+    kept = edge.reshape(500, -1).sum(axis=1) == 255
+    assert 0 < kept.sum() < 500
+    assert not edge[:, -2:, :].any() and not edge[:, :, -2:].any()
+
+
+def test_training_data_depends_only_on_seed_and_epoch(mnist):
+    splits = split_mnist(mnist, val_size=100, train_examples=300, test_examples=50)
+    x_val, x_test = splits.x_val.copy(), splits.x_test.copy()
+    first, again = training_data(splits, (0, 1), 2), training_data(splits, (0, 1), 2)
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    assert first[0].dtype == np.float32 and first[0].shape == (300, TIMESTEPS, FEATURES)
+    other_epoch = training_data(splits, (0, 2), 2)
+    assert not np.array_equal(first[1], other_epoch[1])
+    # Without shifts: exactly the images of the split, in make_dataset's order for the same (seed, epoch).
+    unshifted_x, unshifted_y = training_data(splits, (0, 1), 0)
+    order = np.random.default_rng((0, 1)).permutation(300)
+    np.testing.assert_array_equal(unshifted_x, splits.x_train[order])
+    np.testing.assert_array_equal(unshifted_y, splits.y_train[order])
+    # With shifts: the same digits in the same order, each moved by at most 2 pixels (same ink, roughly).
+    np.testing.assert_array_equal(first[1], unshifted_y)
+    assert not np.array_equal(first[0], unshifted_x)
+    # Validation and test images are never shifted.
+    np.testing.assert_array_equal(splits.x_val, x_val)
+    np.testing.assert_array_equal(splits.x_test, x_test)
+
+
+# --- A GPU, when there is one ----------------------------------------------------------------
+
+
+@pytest.mark.skipif(not tf.config.list_physical_devices("GPU"),
+                    reason="no GPU here: the default LSTM's cuDNN kernel can only be checked on one")
+def test_on_a_gpu_the_default_training_step_uses_cudnn(batches):
+    x, y = batches
+    _, _, _, _, train_steps = fresh(Config(units=8))
+    graph = train_steps.get_concrete_function().graph
+    ops = {op.type for op in graph.get_operations()}
+    for function in graph.as_graph_def().library.function:
+        ops |= {node.op for node in function.node_def}
+    assert any(op.startswith("CudnnRNN") for op in ops), sorted(ops)
+
+
+# --- Mixed precision: a GPU-only flag ----------------------------------------------------------
+
+
+@pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="this machine has a GPU, so it is accepted")
+def test_mixed_precision_is_refused_on_a_cpu_with_one_line(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "no-keras-home"))
+    config = Config(mixed_precision=True, train_examples=64, val_size=64, test_examples=64, log_dir=str(tmp_path / "logs"))
+    with pytest.raises(OneLineError, match="^--mixed-precision needs a GPU") as refused:
+        train_and_evaluate(config, log=lambda line: None, cache_dir=cache_dir)
+    assert refused.value.exit_code == 2 and "\n" not in str(refused.value)
+    assert not (tmp_path / "logs").exists()  # refused before the run folder is made
+
+
+def test_the_loss_scaled_float16_step_follows_the_float32_step(batches):
+    """What --mixed-precision runs on a GPU, run here on the CPU: same loss and gradient norm to float16 precision."""
+    from lstm_mnist import mixed_precision
+
+    x, y = batches
+    float32 = fresh()
+    keras.utils.set_random_seed(0)
+    with mixed_precision.policy(True):
+        model = build_model(CONFIG)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored for whatever is built next
+    assert model.get_layer("lstm_1").compute_dtype == "float16" and model.get_layer("logits").compute_dtype == "float32"
+    model.set_weights(float32[0].get_weights())
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(CONFIG, steps_per_epoch=10))
+    optimizer, train_step = mixed_precision.loss_scaled_step(model, optimizer, CONFIG.clip_norm)
+    optimizer.build(model.trainable_variables)
+    for step in range(3):
+        batch = slice(step * BATCH, (step + 1) * BATCH)
+        expected = [float(value) for value in float32[3](x[batch], y[batch])]
+        got = [float(value) for value in train_step(x[batch], y[batch])]
+        assert got == pytest.approx(expected, rel=2e-2), step  # loss, accuracy, gradient norm
+    for got, expected in zip(model.get_weights(), float32[0].get_weights(), strict=True):
+        np.testing.assert_allclose(got, expected, atol=2e-3)  # float32 weights, moved by 3 steps of 1e-3
+    assert float(optimizer.dynamic_scale) == 2.0**15  # no overflow in these steps: nothing was skipped
