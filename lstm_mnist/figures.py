@@ -6,7 +6,7 @@ matplotlib's object-oriented API (a `Figure` on an Agg canvas), never through
 `pyplot`, so nothing is kept in matplotlib's global state between calls and no
 window is ever opened.
 
-    sample_inputs_figure          the digits as the network reads them: 28 strips, one per timestep
+    sample_inputs_figure          the digits as the network reads them, cut into its timesteps
     confusion_matrix_figure       true digit (rows) against predicted digit (columns)
     misclassified_figure          the validation digits the network gets wrong, with both labels
     reading_row_by_row_figure     P(digit | rows 0..t) for every t, next to the image it reads
@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from lstm_mnist.config import NUM_CLASSES, TIMESTEPS
+from lstm_mnist.config import FEATURES, NUM_CLASSES, TIMESTEPS
 
 # Small figures at a modest resolution: they are drawn every epoch, and
 # drawing time is part of what logging costs (scripts/benchmark_logging.py).
@@ -45,23 +45,31 @@ def show_digit(axes, image: np.ndarray, row_ticks: bool = False) -> None:
         axes.set_yticks([])
 
 
-def sample_inputs_figure(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """A row of digits cut into their 28 timesteps.
+def sample_inputs_figure(images: np.ndarray, labels: np.ndarray, pixels_per_step: int = FEATURES) -> np.ndarray:
+    """A row of digits cut into the timesteps the network reads.
 
-    images: [N, 28, 28] (uint8 or float in [0, 1]); labels: int [N].
-    Thin lines between the pixel rows mark what the LSTM receives at each
-    step: row 0 first, row 27 last.
+    images: [N, 28, 28] (uint8 or float in [0, 1]), each sequence laid out in
+    lines of 28 pixels in the order it is read (data.sequences_as_pictures);
+    labels: int [N]; pixels_per_step: K, the pixels of one timestep.
+    Thin lines mark where a timestep starts: with the default K = 28, between
+    the pixel rows (row 0 first, row 27 last).
     """
-    count = len(images)
+    count, height, width = images.shape
     figure = Figure(figsize=(1.3 * count, 1.9), dpi=DPI)
+    # Where each timestep after the first starts: (line, column) of its first pixel in the picture.
+    lines, columns = np.divmod(np.arange(pixels_per_step, height * width, pixels_per_step), width)
+    at_line_start = columns == 0
     for index, (image, label) in enumerate(zip(images, labels)):
         axes = figure.add_subplot(1, count, index + 1)
         show_digit(axes, image, row_ticks=index == 0)
-        # One horizontal line between consecutive rows = the boundary between two timesteps.
-        axes.hlines(np.arange(TIMESTEPS - 1) + 0.5, -0.5, images.shape[2] - 0.5, colors="tab:blue",
-                    linewidth=0.3, alpha=0.6)
+        # A horizontal line where a timestep starts at the beginning of a line of the picture...
+        axes.hlines(lines[at_line_start] - 0.5, -0.5, width - 0.5, colors="tab:blue", linewidth=0.3, alpha=0.6)
+        if pixels_per_step >= 4:  # ...and a short tick where one starts inside a line (too dense below 4 pixels)
+            axes.vlines(columns[~at_line_start] - 0.5, lines[~at_line_start] - 0.5, lines[~at_line_start] + 0.5,
+                        colors="tab:blue", linewidth=0.3, alpha=0.6)
         axes.set_title(f"label {int(label)}", fontsize=8)
-    figure.axes[0].set_ylabel("row = timestep t", fontsize=7)
+    figure.axes[0].set_ylabel("row = timestep t" if pixels_per_step == width else f"{pixels_per_step} pixels a step",
+                              fontsize=7)
     figure.subplots_adjust(left=0.06, right=0.99, bottom=0.02, top=0.85, wspace=0.15)
     return to_rgb_array(figure)
 

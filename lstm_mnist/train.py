@@ -24,8 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lstm_mnist.config import FEATURES, TIMESTEPS, Config
-from lstm_mnist.data import default_cache_dir, load_mnist, make_dataset, split_mnist
+from lstm_mnist.config import Config
+from lstm_mnist.data import default_cache_dir, load_mnist, make_dataset, pixel_order, split_mnist
 from lstm_mnist.model import build_model
 from lstm_mnist.run import Run, StopRequests
 
@@ -163,9 +163,11 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print, cache
 
     # --- Data: images become sequences of rows (data.py).
     mnist = load_mnist(config.data, cache_dir=cache_dir or default_cache_dir(), log=log)
-    splits = split_mnist(mnist, config.val_size, config.train_examples, config.test_examples)
+    splits = split_mnist(mnist, config.val_size, config.train_examples, config.test_examples,
+                         config.pixels_per_step, pixel_order(config.permute_pixels, config.permutation_seed))
     log(f"data: {len(splits.x_train):,} train / {len(splits.x_val):,} validation / "
-        f"{len(splits.x_test):,} test images, each read as {TIMESTEPS} rows of {FEATURES} pixels")
+        f"{len(splits.x_test):,} test images, each read as {config.timesteps} timesteps of {config.features} pixels"
+        f"{' (in one fixed shuffled order)' if config.permute_pixels else ''}")
     gpus = [gpu.name for gpu in tf.config.list_physical_devices("GPU")]
     log(f"device: GPU ({', '.join(gpus)})" if gpus else "device: CPU (no GPU found)")
 
