@@ -49,15 +49,8 @@ is why weights cannot be copied between the two without reordering.
 
 **Forget-gate bias 1.** The bias starts at 0 except the forget gate's block,
 which starts at 1 (`unit_forget_bias=True` in Keras, `forget_bias=1.0` in
-TF1): with f_t near sigmoid(1) = 0.73 the cell state is kept, and its
-gradient flows, from the first training step (Jozefowicz et al., 2015).
-On long sequences 0.73 per step is short-sighted: after 50 steps 0.73^50 =
-1.5e-7 of a memory is left. `--forget-bias-init chrono` (Tallec & Ollivier,
-2018, "Can recurrent neural networks warp time?") draws each unit's
-forget bias as log(u), u uniform in [1, T - 1], and sets its input bias to
-the negative: unit j then keeps its memory for about u_j steps, so the
-cell starts with memories of every length up to the whole sequence
-(`chrono_bias`).
+TF1): with f_t near sigmoid(1) = 0.73 the cell state is kept, and its gradient
+flows, from the first step (Jozefowicz et al., 2015; long sequences: `ChronoBias`).
 
 **Options.**
 Peepholes (Gers & Schmidhuber, 2000): the gates also look at the cell
@@ -208,28 +201,6 @@ def forget_bias_one(shape, dtype=None):
 
 
 @keras.saving.register_keras_serializable(package="lstm_mnist")
-class ChronoBias(keras.initializers.Initializer):
-    """Bias initializer of the chrono initialisation (Tallec & Ollivier, 2018) for a sequence of T steps.
-
-    forget block: log(u), u ~ uniform[1, T - 1], one draw per unit; input block: -log(u);
-    candidate and output blocks: 0. With f = sigmoid(log u) = u / (1 + u), a unit
-    starts by keeping its cell state for about u steps.
-    """
-
-    def __init__(self, timesteps: int, seed=None):
-        self.timesteps, self.seed = timesteps, seed
-        self.uniform = keras.initializers.RandomUniform(1.0, max(timesteps - 1, 1), seed=seed)
-
-    def __call__(self, shape, dtype=None):
-        units = shape[0] // 4
-        forget = ops.log(self.uniform((units,), dtype))  # (H,) in [0, log(T - 1)]
-        return ops.concatenate([-forget, forget, ops.zeros((2 * units,), dtype)])  # [input | forget | candidate | output]
-
-    def get_config(self):
-        return {"timesteps": self.timesteps, "seed": self.seed}
-
-
-@keras.saving.register_keras_serializable(package="lstm_mnist")
 class ScratchLSTMCell(keras.layers.Layer):
     """One timestep of the LSTM as a Keras cell; `keras.layers.RNN` loops it over the rows.
 
@@ -297,3 +268,36 @@ def scratch_lstm(units: int, return_sequences: bool = False, peepholes: bool = F
     cell = ScratchLSTMCell(units, peepholes=peepholes, projection=projection, bias_initializer=bias_initializer,
                            name="scratch_lstm_cell")
     return keras.layers.RNN(cell, return_sequences=return_sequences, name=name)
+
+
+@keras.saving.register_keras_serializable(package="lstm_mnist")
+class ChronoBias(keras.initializers.Initializer):
+    """The chrono initialisation of the bias (Tallec & Ollivier, 2018), for a sequence of T steps.
+
+    On long sequences forget-gate bias 1 is short-sighted: a memory kept with
+    f = 0.73 per step is down to 0.73^50 = 1.5e-7 after 50 steps, so at the
+    start of training nothing from the first half of a 392-step sequence
+    reaches the end. Chrono ("Can recurrent neural networks warp time?")
+    gives each unit its own time scale instead:
+
+        forget block:  log(u),  u ~ uniform[1, T - 1], one draw per unit
+        input block:   -log(u)
+        candidate and output blocks: 0
+
+    With f = sigmoid(log u) = u / (1 + u), unit j keeps its cell state for
+    about u_j steps (and writes little into it), so the cell starts with
+    memories of every length up to the whole sequence. `--forget-bias-init
+    chrono` uses it for Keras's LSTM and for the scratch cell (model.py).
+    """
+
+    def __init__(self, timesteps: int, seed=None):
+        self.timesteps, self.seed = timesteps, seed
+        self.uniform = keras.initializers.RandomUniform(1.0, max(timesteps - 1, 1), seed=seed)
+
+    def __call__(self, shape, dtype=None):
+        units = shape[0] // 4
+        forget = ops.log(self.uniform((units,), dtype))  # (H,) in [0, log(T - 1)]
+        return ops.concatenate([-forget, forget, ops.zeros((2 * units,), dtype)])  # [input | forget | candidate | output]
+
+    def get_config(self):
+        return {"timesteps": self.timesteps, "seed": self.seed}
