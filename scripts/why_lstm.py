@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import time
@@ -229,12 +230,15 @@ def draw_accuracy(arguments, results: list[dict], path: Path) -> None:
         rows = sorted((r for r in results if r["cell"] == cell), key=lambda r: r["length"])
         axes.plot([r["length"] for r in rows], [100 * r["test_accuracy"] for r in rows], color=colour, marker="o",
                   label=label)
-    axes.axhline(10, color="grey", linestyle=":", linewidth=1)
-    axes.text(lengths[0], 11, "chance: 10%", color="grey", fontsize=8)
+    # The y-axis starts 10 points below the worst result, so that differences of a point stay visible.
+    lowest = max(0, 10 * math.floor(min(100 * r["test_accuracy"] for r in results) / 10) - 10)
+    if lowest <= 10:
+        axes.axhline(10, color="grey", linestyle=":", linewidth=1)
+        axes.text(lengths[-1], 11, "chance: 10%", color="grey", fontsize=8, ha="right")
     axes.set_xscale("log", base=2)
     axes.set_xticks(lengths, [f"{t}\n({IMAGE_PIXELS // t} px/step)" for t in lengths])
     axes.minorticks_off()
-    axes.set_ylim(0, 100)
+    axes.set_ylim(lowest, 100)
     axes.set_xlabel("sequence length T (timesteps per image)", fontsize=9)
     axes.set_ylabel("test accuracy (%)")
     axes.set_title(f"Test accuracy after {arguments.epochs} epochs, same recipe and {arguments.units} units for "
