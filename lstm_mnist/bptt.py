@@ -37,7 +37,7 @@ notice:
   no weight matrix and no squashing derivative in between. With f_t near 1
   the gradient reaches early rows almost intact; a plain RNN's gradient is
   multiplied by U^T and tanh' at every step and shrinks (see
-  `scripts/gradient_flow.py`).
+  `scripts/why_lstm.py` and its gradient-flow figure).
 * **Two ways back.** The gradient reaches step t-1 both through c (above)
   and through h (dh_{t-1} = dz_t U^T), which is why both are carried.
 

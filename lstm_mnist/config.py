@@ -17,9 +17,14 @@ import math
 from dataclasses import dataclass, field
 
 # --- Geometry: an MNIST image read as a sequence ----------------------------
-TIMESTEPS = 28  # image rows, read top to bottom: row r is timestep r
-FEATURES = 28  # pixels in one row: the input vector at each timestep
+TIMESTEPS = 28  # image rows, read top to bottom: row r is timestep r (the default reading)
+FEATURES = 28  # pixels in one row: the input vector at each timestep (the default reading)
 NUM_CLASSES = 10  # the digits 0..9
+IMAGE_PIXELS = TIMESTEPS * FEATURES  # 784 pixels in one image, whatever the reading
+# --pixels-per-step K reads the image K pixels at a time, so K must divide the
+# image: 784 / K timesteps of K pixels. K = 28 is one row per step (the
+# default), K = 1 is pixel by pixel ("sequential MNIST"), K = 784 a single step.
+PIXELS_PER_STEP_CHOICES = tuple(k for k in range(1, IMAGE_PIXELS + 1) if IMAGE_PIXELS % k == 0)
 
 # Sizes of the original MNIST release (LeCun et al.): 60,000 training images
 # and 10,000 test images.
@@ -29,6 +34,7 @@ MNIST_TEST_SIZE = 10_000
 # "scratch" is the LSTM written out from its equations in lstm_cell.py: the
 # same model as "lstm", computed by our own code instead of Keras's.
 CELL_TYPES = ("lstm", "gru", "simple_rnn", "scratch")
+FORGET_BIAS_INITS = ("one", "chrono")  # lstm_cell.py explains both
 LR_SCHEDULES = ("cosine", "constant")
 
 
@@ -65,6 +71,19 @@ class Config:
     test_examples: int = setting(
         0, "evaluate on only the first N test images (0 = all 10,000); for quick experiments"
     )
+    pixels_per_step: int = setting(
+        FEATURES,
+        "pixels read at each timestep, in row-major order: 28 = one row per step (28 steps), "
+        "7 = a quarter row (112 steps), 1 = pixel by pixel (784 steps); must divide 784",
+    )
+    permute_pixels: bool = setting(
+        False,
+        "shuffle the 784 pixels into one fixed order (drawn from --permutation-seed) before "
+        "cutting the sequence: permuted MNIST, which destroys the locality of strokes",
+    )
+    permutation_seed: int = setting(
+        0, "the seed of --permute-pixels' fixed order; kept in config.json, so a resumed run reads alike"
+    )
 
     # --- Model --------------------------------------------------------------
     cell: str = setting("lstm", "recurrent cell that reads the rows", choices=CELL_TYPES)
@@ -88,6 +107,12 @@ class Config:
         0,
         "width of a Dense layer applied to each row before the recurrent layer "
         "(the classic tutorial used 128; 0 = none)",
+    )
+    forget_bias_init: str = setting(
+        "one",
+        "LSTM only: one = forget-gate bias 1 (Jozefowicz et al., 2015); chrono = bias log(U(1, T-1)) "
+        "and input bias its negative, memories as long as the sequence (Tallec & Ollivier, 2018)",
+        choices=FORGET_BIAS_INITS,
     )
 
     # --- Optimisation ----------------------------------------------------------
@@ -173,6 +198,18 @@ class Config:
             for name in ("peepholes", "recurrent_projection"):
                 if getattr(self, name):
                     raise ValueError(f"--{flag(name)} needs --cell scratch (the hand-written LSTM)")
+        if self.forget_bias_init not in FORGET_BIAS_INITS:
+            raise ValueError(f"--forget-bias-init must be one of {', '.join(FORGET_BIAS_INITS)}, "
+                             f"got {self.forget_bias_init!r}")
+        if self.forget_bias_init != "one" and self.cell not in ("lstm", "scratch"):
+            raise ValueError("--forget-bias-init needs an LSTM (--cell lstm or scratch); "
+                             f"a {self.cell} has no forget gate")
+        if self.pixels_per_step not in PIXELS_PER_STEP_CHOICES:
+            raise ValueError(f"--pixels-per-step must divide the {IMAGE_PIXELS} pixels of an image, "
+                             f"so that every timestep is full: one of "
+                             f"{', '.join(map(str, PIXELS_PER_STEP_CHOICES))}; got {self.pixels_per_step}")
+        if self.permutation_seed and not self.permute_pixels:
+            raise ValueError("--permutation-seed needs --permute-pixels (without it the pixels keep their order)")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(
                 f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
@@ -197,6 +234,16 @@ class Config:
                 or not self.name.isprintable()):
             raise ValueError(f"--name must be a plain name without slashes, got {self.name!r}")
 
+    @property
+    def timesteps(self) -> int:
+        """T, the length of the sequence the network reads: 784 / pixels_per_step (28 by default)."""
+        return IMAGE_PIXELS // self.pixels_per_step
+
+    @property
+    def features(self) -> int:
+        """F, the numbers read at each timestep: pixels_per_step (28 by default)."""
+        return self.pixels_per_step
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -219,6 +266,8 @@ INTEGER_RANGES = {
     "epochs": (1, 100_000),
     "batch_size": (1, 1_000_000),
     "seed": (0, 2**32 - 1),  # what keras.utils.set_random_seed accepts
+    "pixels_per_step": (1, IMAGE_PIXELS),
+    "permutation_seed": (0, 2**32 - 1),  # what numpy.random.default_rng accepts, and the same bound as --seed
     "log_every_steps": (1, 2**31 - 1),
     "summary_every_epochs": (1, 2**31 - 1),
     "checkpoint_every_steps": (0, 2**31 - 1),

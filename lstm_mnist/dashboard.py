@@ -40,6 +40,7 @@ from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2
 
 from lstm_mnist.config import Config
+from lstm_mnist.data import sequences_as_pictures
 from lstm_mnist.durable import sync_folder, write_bytes
 from lstm_mnist.errors import plain_reason
 from lstm_mnist.figures import (
@@ -50,7 +51,7 @@ from lstm_mnist.figures import (
     sample_inputs_figure,
 )
 from lstm_mnist.gates import model_gate_activations
-from lstm_mnist.reading import can_read_row_by_row, probabilities_after_each_row, settled_row
+from lstm_mnist.reading import can_read_row_by_row, probabilities_after_each_line, settled_row
 from lstm_mnist.summaries import SummaryWriteError, TensorBoardWriter
 
 SAMPLE_INPUTS = 6  # training digits shown as sequences of rows
@@ -103,9 +104,9 @@ class Dashboard:
         self.writer.hparams(config_dict, trial_id=self.run_dir.name)
         self.writer.keras_graph(self.model)
         self.writer.image("train", 0, "inputs/as_timesteps",
-                          sample_inputs_figure(self.x_train[:SAMPLE_INPUTS], self.y_train[:SAMPLE_INPUTS]),
-                          "training digits as the LSTM reads them: row t of the image is the input at "
-                          "timestep t; the blue lines separate the timesteps")
+                          sample_inputs_figure(sequences_as_pictures(self.x_train[:SAMPLE_INPUTS]),
+                                               self.y_train[:SAMPLE_INPUTS], pixels_per_step=self.x_train.shape[2]),
+                          reading_caption(self.x_train.shape[1], self.x_train.shape[2]))
         self.tracing = True  # trace the first training step for the GRAPHS tab
 
     # --- Around every training step ---------------------------------------------------
@@ -172,7 +173,8 @@ class Dashboard:
         wrong = np.flatnonzero(predictions != self.y_val)[:MISCLASSIFIED]
         if len(wrong):
             self.writer.image("validation", step, "validation/misclassified",
-                              misclassified_figure(self.x_val[wrong], self.y_val[wrong], predictions[wrong]),
+                              misclassified_figure(sequences_as_pictures(self.x_val[wrong]), self.y_val[wrong],
+                                                   predictions[wrong]),
                               f"the first {len(wrong)} validation digits the network gets wrong, "
                               "each under its true digit -> the network's answer")
         shown = self.x_val[:GATE_BATCH]
@@ -180,8 +182,9 @@ class Dashboard:
                                      f"the gate's values on the first {len(shown)} validation digits, "
                                      "every unit and every row")
         if self.reading_indices and can_read_row_by_row(self.model):
-            images = self.x_val[self.reading_indices]  # (N, T, F)
-            probabilities = probabilities_after_each_row(self.model, images)  # (N, T, 10)
+            sequences = self.x_val[self.reading_indices]  # (N, T, F)
+            images = sequences_as_pictures(sequences)  # (N, 28, 28)
+            probabilities = probabilities_after_each_line(self.model, sequences)  # (N, 28, 10)
             self.writer.image("validation", step, "validation/reading_row_by_row",
                               reading_row_by_row_figure(images, self.y_val[self.reading_indices], probabilities,
                                                         [settled_row(p) for p in probabilities]),

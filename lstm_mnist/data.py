@@ -1,9 +1,11 @@
-"""MNIST as sequences of pixel rows: what the LSTM reads, and in which batches.
+"""MNIST as sequences of pixels: what the LSTM reads, and in which batches.
 
 An LSTM reads a sequence one vector at a time. We make each 28x28 image a
-sequence by reading it top to bottom, one row per timestep:
+sequence by reading its 784 pixels in row-major order (left to right, top to
+bottom), K at a time (`--pixels-per-step K`, default 28). With the default,
+each timestep is one image row:
 
-    the image (28 x 28 pixels)               the sequence the LSTM reads
+    the image (28 x 28 pixels)               the sequence the LSTM reads (K = 28)
 
             col 0 ........... col 27
     row  0  [ . . . . . . . . . . . ]   ->   x_0  = row 0,  28 values   (t = 0)
@@ -12,11 +14,25 @@ sequence by reading it top to bottom, one row per timestep:
       ...   [ . . . # . . . # . . . ]          ...
     row 27  [ . . . . . . . . . . . ]   ->   x_27 = row 27, 28 values   (t = 27)
 
-    one image:   uint8   [28, 28]            in 0..255
-    one batch:   float32 [batch, TIMESTEPS, FEATURES] = [B, 28, 28] in [0, 1]
+In general the image is flattened and cut into T = 784 / K pieces; timestep t
+holds pixels t*K ... t*K + K - 1 of the flattened image:
 
-So no reshape is needed at all: an image's rows already are its timesteps, and
-the same array layout is used for training, validation and test.
+    flattened:  [ p_0 p_1 ... p_27 | p_28 ... p_55 | ... | p_756 ... p_783 ]   (row 0 | row 1 | ... | row 27)
+    K = 7:      [ x_0 | x_1 | x_2 | x_3 | x_4 | ... | x_111 ]                  T = 112 steps of 7 pixels
+    K = 56:     [     x_0 (rows 0-1)    |     x_1 (rows 2-3)    | ... ]       T = 14 steps of 56 pixels
+    K = 1:      [ x_0 | x_1 | ... | x_783 ]                                     T = 784 steps of 1 pixel
+
+    one image:   uint8   [28, 28]            in 0..255
+    one batch:   float32 [batch, T, F] = [B, 784 / K, K] in [0, 1]   ([B, 28, 28] by default)
+
+With `--permute-pixels` the 784 pixels are first shuffled into one fixed
+order (`pixel_order`, drawn from `--permutation-seed`, the same in every run
+and after a resume), then cut the same way: "permuted MNIST", where
+neighbouring timesteps no longer hold neighbouring pixels.
+
+With the default reading no reshape is needed at all: an image's rows already
+are its timesteps. Whatever the reading, the same function makes the training,
+validation and test sequences, so they can never be cut differently.
 
 This file is the lesson: the raw arrays, the sequence view, the split and the
 tf.data pipeline, then `load_mnist`. Where the bytes come from (an .npz, the
@@ -32,6 +48,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from lstm_mnist import mnist_files
+from lstm_mnist.config import FEATURES, IMAGE_PIXELS, TIMESTEPS
 from lstm_mnist.mnist_files import DataError, default_cache_dir
 
 
@@ -52,19 +69,47 @@ class Mnist(NamedTuple):
     fingerprint: str
 
 
-def images_to_sequences(images: np.ndarray) -> np.ndarray:
-    """uint8 [N, 28, 28] in 0..255 -> float32 [N, TIMESTEPS, FEATURES] in [0, 1].
+def pixel_order(permute: bool, seed: int) -> np.ndarray | None:
+    """The fixed order in which --permute-pixels reads the 784 pixels: int64 [784], or None (row-major order).
 
-    No reshape: axis 1 (image rows) becomes the time axis and axis 2 (pixels
-    in a row) the features, so sequence[n, t] is row t of image n.
+    order[i] is the flattened-image index of the i-th pixel read. It depends
+    on the seed alone (NumPy's own generator, never the global one), so every
+    run with the same --permutation-seed, and every resume of a run, reads
+    the pixels in the same order.
     """
-    return images.astype(np.float32) / 255.0
+    return np.random.default_rng(seed).permutation(IMAGE_PIXELS) if permute else None
+
+
+def images_to_sequences(images: np.ndarray, pixels_per_step: int = FEATURES,
+                        order: np.ndarray | None = None) -> np.ndarray:
+    """uint8 [N, 28, 28] in 0..255 -> float32 [N, T, F] = [N, 784 / K, K] in [0, 1], K = pixels_per_step.
+
+    sequence[n, t] holds pixels t*K ... t*K + K - 1 of image n, flattened in
+    row-major order (after `order` has rearranged them, if given). With the
+    defaults (K = 28, no order) this is the image itself: timestep t = row t.
+    """
+    pixels = images.reshape(len(images), IMAGE_PIXELS)  # (N, 28, 28) -> (N, 784), row-major
+    if order is not None:
+        pixels = pixels[:, order]  # (N, 784) -> (N, 784), the i-th pixel read is pixel order[i]
+    sequences = pixels.reshape(len(images), IMAGE_PIXELS // pixels_per_step, pixels_per_step)  # (N, 784) -> (N, T, K)
+    return sequences.astype(np.float32) / 255.0
+
+
+def sequences_as_pictures(sequences: np.ndarray) -> np.ndarray:
+    """[N, T, F] -> [N, 28, 28]: each sequence laid out again in lines of 28 values, in the order it is read.
+
+    For the pictures of TensorBoard's IMAGES tab. Without --permute-pixels this
+    is the digit itself, whatever the pixels per step; with it, the scrambled
+    picture that the network actually reads.
+    """
+    return np.asarray(sequences).reshape(len(sequences), TIMESTEPS, FEATURES)  # (N, T, F) -> (N, 784) -> (N, 28, 28)
 
 
 class Splits(NamedTuple):
     """Train / validation / test, ready for the model.
 
-    x_*: float32 [N, TIMESTEPS, FEATURES] in [0, 1]; row r of an image is timestep r.
+    x_*: float32 [N, T, F] = [N, 784 / K, K] in [0, 1]; timestep t holds pixels t*K ... t*K + K - 1
+         (with the default K = 28: [N, 28, 28], and timestep t is image row t).
     y_*: int32 [N], the digit 0..9.
     train_images: uint8 [N, 28, 28], the training images as images, before they become
     sequences: what `training_data` shifts and shuffles each epoch.
@@ -79,12 +124,14 @@ class Splits(NamedTuple):
     train_images: np.ndarray
 
 
-def split_mnist(mnist: Mnist, val_size: int, train_examples: int = 0, test_examples: int = 0) -> Splits:
+def split_mnist(mnist: Mnist, val_size: int, train_examples: int = 0, test_examples: int = 0,
+                pixels_per_step: int = FEATURES, order: np.ndarray | None = None) -> Splits:
     """Hold out the first `val_size` training images for validation, as TF1 did.
 
     With the defaults this is 55,000 train / 5,000 validation / 10,000 test.
     The test set is never used to choose anything during training.
     train_examples / test_examples: use only the first N (0: all), for quick runs.
+    pixels_per_step, order: how every image becomes a sequence (`images_to_sequences`).
     """
     if val_size >= len(mnist.x_train):
         raise DataError(
@@ -98,10 +145,13 @@ def split_mnist(mnist: Mnist, val_size: int, train_examples: int = 0, test_examp
         x_train, y_train = x_train[:train_examples], y_train[:train_examples]
     if test_examples:
         x_test, y_test = x_test[:test_examples], y_test[:test_examples]
+    def sequences(images):
+        return images_to_sequences(images, pixels_per_step, order)
+
     return Splits(
-        images_to_sequences(x_train), y_train.astype(np.int32),
-        images_to_sequences(x_val), y_val.astype(np.int32),
-        images_to_sequences(x_test), y_test.astype(np.int32),
+        sequences(x_train), y_train.astype(np.int32),
+        sequences(x_val), y_val.astype(np.int32),
+        sequences(x_test), y_test.astype(np.int32),
         x_train,
     )
 
@@ -127,19 +177,21 @@ def random_shifts(images: np.ndarray, max_pixels: int, rng: np.random.Generator)
     return shifted
 
 
-def training_data(splits: Splits, seed: tuple[int, int], shift_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+def training_data(splits: Splits, seed: tuple[int, int], shift_pixels: int, pixels_per_step: int = FEATURES,
+                  order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One epoch of training data: every training image once, shuffled, and each shifted by up to shift_pixels.
 
-    Returns x float32 [N, TIMESTEPS, FEATURES] and y int32 [N], in the order they are trained.
+    Returns x float32 [N, T, F] and y int32 [N], in the order they are trained; the images
+    become sequences as split_mnist made them (pixels_per_step, order), after the shift.
     seed: (run seed, epoch). The order and the shifts depend only on it, never on what
     ran before: a rerun or a resumed run sees the same batches, shifted the same way.
     """
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(splits.y_train))  # (N,): the same order make_dataset would give
-    images = splits.train_images[order]  # uint8 [N, 28, 28], one copy a quarter the size of the float32 one
+    shuffled = rng.permutation(len(splits.y_train))  # (N,): the same order make_dataset would give
+    images = splits.train_images[shuffled]  # uint8 [N, 28, 28], one copy a quarter the size of the float32 one
     if shift_pixels:
         images = random_shifts(images, shift_pixels, rng)
-    return images_to_sequences(images), splits.y_train[order]
+    return images_to_sequences(images, pixels_per_step, order), splits.y_train[shuffled]
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed=None):

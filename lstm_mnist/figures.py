@@ -3,7 +3,7 @@
 Each function takes plain NumPy arrays and returns one RGB image,
 uint8 [height, width, 3], ready for `tf.summary.image`:
 
-    sample_inputs_figure          the digits as the network reads them: one row of pixels per timestep
+    sample_inputs_figure          the digits as the network reads them, cut into its timesteps
     confusion_matrix_figure       true digit (rows) against predicted digit (columns)
     misclassified_figure          the validation digits the network gets wrong, with both labels
     reading_row_by_row_figure     P(digit | rows 0..t) for every t, next to the image it reads
@@ -31,7 +31,7 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
-from lstm_mnist.config import NUM_CLASSES
+from lstm_mnist.config import FEATURES, NUM_CLASSES
 
 WIDTH = 350  # TensorBoard's IMAGES tab shows an image this wide by default
 BLACK, WHITE, GREY = (0, 0, 0), (255, 255, 255), (200, 200, 200)
@@ -105,12 +105,18 @@ def row_axis(draw: ImageDraw.ImageDraw, right: int, top: int, rows: int, row_hei
         write(draw, (right, top + row * row_height + row_height // 2), str(row), size=9, anchor="rm")
 
 
-def sample_inputs_figure(images: np.ndarray, labels: np.ndarray, columns: int = 3) -> np.ndarray:
-    """Digits cut into their timesteps: row t of the image is the LSTM's input at timestep t.
+def sample_inputs_figure(images: np.ndarray, labels: np.ndarray, pixels_per_step: int = FEATURES,
+                         columns: int = 3) -> np.ndarray:
+    """Digits cut into their timesteps, as the network reads them.
 
-    images: [N, T, F] (uint8 or float in [0, 1]); labels: int [N]. A blue
-    line separates consecutive rows, i.e. consecutive timesteps; the rows
-    are numbered on the left: row 0 is read first, the last row last.
+    images: [N, 28, 28] (uint8 or float in [0, 1]), each sequence laid out in
+    lines of 28 pixels in the order it is read (data.sequences_as_pictures);
+    labels: int [N]; pixels_per_step: K, the pixels of one timestep. With the
+    default K = 28, row t of the image is the input at timestep t: a blue
+    line separates consecutive rows, which are numbered on the left. With
+    another K, a blue line marks where a timestep starts: across the picture
+    where one starts with a line, a short mark inside a line where one starts
+    there (for K >= 4; closer marks would hide the digit).
     """
     count, rows, width = images.shape[:3]
     row_step = SCALE + 1  # each row of pixels, then the 1-pixel line to the next row
@@ -119,21 +125,34 @@ def sample_inputs_figure(images: np.ndarray, labels: np.ndarray, columns: int = 
     lines = -(-count // columns)  # ceil
     line_height = title + cell_height + 8
     canvas = np.full((header + lines * line_height, axis + columns * (cell_width + gap) - gap, 3), 255, np.uint8)
-    # Where each of the rows*SCALE pixel rows of a scaled digit goes in its cell: the lines between stay blue.
+    # Where each of the rows*SCALE pixel rows of a scaled digit goes in its cell, and the line under each row:
     destination = (np.arange(rows * SCALE) // SCALE) * row_step + np.arange(rows * SCALE) % SCALE
+    under_row = np.arange(rows - 1) * row_step + SCALE  # (rows - 1,)
+    # The (row, column) of the first pixel of every timestep after the first.
+    starts_row, starts_column = np.divmod(np.arange(pixels_per_step, rows * width, pixels_per_step), width)
+    new_line = starts_column == 0
     cells = []
     for index, image in enumerate(images):
         top = header + (index // columns) * line_height + title
         left = axis + (index % columns) * (cell_width + gap)
-        cell = np.empty((cell_height, cell_width, 3), np.uint8)
-        cell[:] = BOUNDARY
+        cell = np.full((cell_height, cell_width, 3), 255, np.uint8)
         cell[destination] = digit_pixels(image, SCALE)
+        cell[under_row[starts_row[new_line] - 1]] = BOUNDARY  # a timestep starts with the next row
+        if pixels_per_step >= 4:
+            for row, column in zip(starts_row[~new_line], starts_column[~new_line]):  # one starts inside a row
+                cell[row * row_step:row * row_step + SCALE, column * SCALE] = BOUNDARY
         canvas[top:top + cell_height, left:left + cell_width] = cell
         cells.append((top, left))
     picture = Image.fromarray(canvas)
     draw = ImageDraw.Draw(picture)
-    write(draw, (0, 0), "row t of each image is the input at timestep t;")
-    write(draw, (0, 14), "the blue lines separate the timesteps")
+    if pixels_per_step == width:
+        write(draw, (0, 0), "row t of each image is the input at timestep t;")
+        write(draw, (0, 14), "the blue lines separate the timesteps")
+    else:
+        write(draw, (0, 0), f"{rows * width // pixels_per_step} timesteps of {pixels_per_step} pixels, "
+                            "read left to right, top to bottom;")
+        write(draw, (0, 14), "the blue lines mark where timesteps start" if pixels_per_step >= 4 else
+                             f"each row of the picture is {width // pixels_per_step} timesteps")
     for index, (top, left) in enumerate(cells):
         write(draw, (left + cell_width // 2, top - 2), f"label {int(labels[index])}", anchor="ms")
         if index % columns == 0:

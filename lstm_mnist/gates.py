@@ -9,7 +9,7 @@ output), each block H (units) columns wide:
     bias              b (4H,)     [ input | forget | candidate | output ]
 
 F is the width of what the layer reads (the 28 pixels of a row, for the
-first layer) and R the width of h_t, as in lstm_cell.py, whose equation (1)
+first layer with the default reading; K with --pixels-per-step K) and R the width of h_t, as in lstm_cell.py, whose equation (1)
 multiplies these matrices and whose equations (2)-(8) turn the four blocks
 into the gates and the new state.
 
@@ -87,8 +87,8 @@ def lstm_gate_activations(layer: keras.layers.RNN, inputs) -> Gates:
     """Replay `layer`'s equations on `inputs` and return what each gate computed at every step.
 
     inputs: float32 [B, T, F], the sequence the layer reads (for the first
-    layer, the pixel rows). Returns Gates, each float32 [B, T, H]; step t is
-    the t-th row the layer read (a backward layer reads the last row first).
+    layer, the pixels: 28 rows by default). Returns Gates, each float32 [B, T, H];
+    step t is the t-th step the layer read (a backward layer reads the last one first).
 
     The replay is lstm_cell.lstm_forward, the package's one hand-written
     LSTM, fed the layer's own weights (tests/test_dashboard.py checks that it
@@ -98,7 +98,7 @@ def lstm_gate_activations(layer: keras.layers.RNN, inputs) -> Gates:
     cell = layer.cell
     x = np.asarray(inputs, dtype=np.float32)  # (B, T, F)
     if layer.go_backwards:
-        x = x[:, ::-1]  # the backward half of a Bidirectional reads row 27 first
+        x = x[:, ::-1]  # the backward half of a Bidirectional reads the last timestep first
     _, _, gates = lstm_forward(x, cell.kernel, cell.recurrent_kernel, cell.bias,
                                peepholes=getattr(cell, "peephole_weights", None),
                                projection=getattr(cell, "projection_weights", None))

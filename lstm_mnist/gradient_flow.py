@@ -1,8 +1,9 @@
-"""Why an LSTM: how strongly each image row reaches the loss, in a plain RNN and in an LSTM.
+"""Why an LSTM: how strongly each timestep's input reaches the loss, in a plain RNN, a GRU and an LSTM.
 
-The classifier reads only the last hidden state h_T, so row t can influence
-the loss only through the chain of states h_t -> h_{t+1} -> ... -> h_T.
-The chain rule multiplies one Jacobian per step along that chain:
+The classifier reads only the last hidden state h_T, so the input at step t
+(an image row, by default) can influence the loss only through the chain of
+states h_t -> h_{t+1} -> ... -> h_T. The chain rule multiplies one Jacobian
+per step along that chain:
 
     dL/dx_t = dL/dh_T * dh_T/dh_{T-1} * ... * dh_{t+1}/dh_t * dh_t/dx_t
 
@@ -10,15 +11,17 @@ For a plain RNN, h_t = tanh(x_t W + h_{t-1} U + b), each factor is
 diag(1 - h_t^2) U^T: a squashing derivative below 1 times the same matrix,
 T - t times over. Unless U is just right, the product shrinks geometrically
 with the distance to the end (the vanishing gradient; Hochreiter, 1991;
-Bengio et al., 1994), so the first rows barely reach the loss and cannot be
+Bengio et al., 1994), so the first steps barely reach the loss and cannot be
 learned from. An LSTM has a second path, through the cell state, whose
 factor is just the forget gate f_t (bptt.py derives it), and f_t near 1
-passes the gradient back almost unchanged.
+passes the gradient back almost unchanged; a GRU's update gate plays the
+same part.
 
-`input_row_gradient_norms` measures this: for each row t, the size of
-dL_n/dx_{n,t} (the gradient of one image's loss with respect to its own row
-t), averaged over a batch of images. `scripts/gradient_flow.py` draws it
-for a SimpleRNN and an LSTM.
+`input_row_gradient_norms` measures this: for each timestep t, the size of
+dL_n/dx_{n,t} (the gradient of one image's loss with respect to its own
+input at step t), averaged over a batch of images. `scripts/why_lstm.py`
+draws it for each cell, freshly built and trained, at a sequence length
+where the cells differ.
 """
 
 from __future__ import annotations
@@ -29,15 +32,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-TAG = "gradient_flow/input_row_gradient_norm"  # x-axis ("step") = the input row, 0..27
+TAG = "gradient_flow/input_row_gradient_norm"  # x-axis ("step") = the input's timestep, 0..T-1 (the row, by default)
 
 
 def input_row_gradient_norms(model: keras.Model, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Mean over the batch of ||dL_n / dx_{n,t}||, for every row t: float64 [T].
+    """Mean over the batch of ||dL_n / dx_{n,t}||, for every timestep t: float64 [T].
 
-    x: float32 [B, T, F] pixel rows; labels: int [B]; model: rows -> logits.
-    Each image's loss depends only on its own rows, so one gradient of the
-    summed loss gives every image's own per-row gradient at once.
+    x: float32 [B, T, F] pixels (28 rows of 28 by default); labels: int [B]; model: x -> logits.
+    Each image's loss depends only on its own inputs, so one gradient of the
+    summed loss gives every image's own per-step gradient at once.
     """
     x = tf.convert_to_tensor(x)
     with tf.GradientTape() as tape:
@@ -52,12 +55,12 @@ def input_row_gradient_norms(model: keras.Model, x: np.ndarray, labels: np.ndarr
 def write_tensorboard(log_dir: Path, curves: dict[str, np.ndarray]) -> None:
     """One TensorBoard run per curve, all under the same tag, so they overlay.
 
-    The scalar's step is the input row (0 = top of the image), so the x-axis
-    of the TensorBoard chart reads like the x-axis of the PNG.
+    The scalar's step is the input's timestep (0 = the first pixels read), so
+    the x-axis of the TensorBoard chart reads like the x-axis of the PNG.
     """
     for name, norms in curves.items():
         writer = tf.summary.create_file_writer(str(Path(log_dir) / name))
         with writer.as_default():
             for row, norm in enumerate(norms):
-                tf.summary.scalar(TAG, norm, step=row, description="mean over images of ||dL/dx_t|| for input row t")
+                tf.summary.scalar(TAG, norm, step=row, description="mean over images of ||dL/dx_t|| for the input at timestep t")
         writer.close()

@@ -9,7 +9,7 @@ and 1, decide how much of the memory to keep (forget gate), how much of a
 tanh candidate, a signed value between -1 and 1, to write into it (input
 gate), and how much of it to show (output gate).
 
-At every timestep t (one image row) the cell reads the row x_t and its own
+At every timestep t (one image row, by default) the cell reads the row x_t and its own
 previous state (h_{t-1}, c_{t-1}), and computes:
 
     z_t = x_t W + h_{t-1} U + b                  (1)  all four gates' pre-activations at once, (B, 4H)
@@ -25,7 +25,7 @@ z_t is cut into four (B, H) blocks, z_i, z_f, z_g, z_o, one per gate;
 `*` is the elementwise product and h_0 = c_0 = 0. The shape letters, here
 and in every docstring and comment of the package:
 
-    B batch, T timesteps (image rows), F features (pixels per row),
+    B batch, T timesteps (image rows, by default), F features (pixels per timestep),
     H units, R width of h_t (R = H unless the projection P is used)
     x_t (B, F)   W: kernel (F, 4H)   U: recurrent_kernel (R, 4H)   b: bias (4H,)
     c_t, i_t, f_t, g_t, o_t, m_t (B, H)   h_t (B, R)   p_i, p_f, p_o (H,)   P (H, R)
@@ -49,8 +49,8 @@ is why weights cannot be copied between the two without reordering.
 
 **Forget-gate bias 1.** The bias starts at 0 except the forget gate's block,
 which starts at 1 (`unit_forget_bias=True` in Keras, `forget_bias=1.0` in
-TF1): with f_t near sigmoid(1) = 0.73 the cell state is kept, and its
-gradient flows, from the first training step (Jozefowicz et al., 2015).
+TF1): with f_t near sigmoid(1) = 0.73 the cell state is kept, and its gradient
+flows, from the first step (Jozefowicz et al., 2015; long sequences: `ChronoBias`).
 
 **Options.**
 Peepholes (Gers & Schmidhuber, 2000): the gates also look at the cell
@@ -210,13 +210,15 @@ class ScratchLSTMCell(keras.layers.Layer):
     called peephole_input/forget/output (H,), the projection `projection` (H, R).
     """
 
-    def __init__(self, units: int, peepholes: bool = False, projection: int = 0, **kwargs):
+    def __init__(self, units: int, peepholes: bool = False, projection: int = 0, bias_initializer=None, **kwargs):
         super().__init__(**kwargs)
         if units <= 0 or projection < 0:
             raise ValueError(f"units must be positive and projection 0 or more, got {units} and {projection}")
         self.units = units
         self.peepholes = peepholes
         self.projection = projection
+        # forget_bias_one unless told otherwise (model.py passes ChronoBias for --forget-bias-init chrono).
+        self.bias_initializer = keras.initializers.get(bias_initializer) if bias_initializer else forget_bias_one
         self.recurrent_units = projection or units  # R, the width of h_t
         # keras.layers.RNN reads these: the states it carries and what each step outputs.
         self.state_size = [self.recurrent_units, units]  # [h, c], Keras's order
@@ -229,7 +231,7 @@ class ScratchLSTMCell(keras.layers.Layer):
                                       name="kernel")  # W (F, 4H)
         self.recurrent_kernel = self.add_weight(shape=(self.recurrent_units, 4 * self.units),
                                                 initializer="orthogonal", name="recurrent_kernel")  # U (R, 4H)
-        self.bias = self.add_weight(shape=(4 * self.units,), initializer=forget_bias_one, name="bias")  # b (4H,)
+        self.bias = self.add_weight(shape=(4 * self.units,), initializer=self.bias_initializer, name="bias")  # b (4H,)
         self.peephole_weights = None
         if self.peepholes:
             # Zero at the start: the cell begins as the plain LSTM and learns to peek.
@@ -248,17 +250,54 @@ class ScratchLSTMCell(keras.layers.Layer):
         return h, [h, c]  # the output is h_t; the state carried to t+1 is (h_t, c_t)
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "peepholes": self.peepholes,
-                "projection": self.projection}
+        config = {**super().get_config(), "units": self.units, "peepholes": self.peepholes,
+                  "projection": self.projection}
+        if self.bias_initializer is not forget_bias_one:
+            config["bias_initializer"] = keras.initializers.serialize(self.bias_initializer)
+        return config
 
 
 def scratch_lstm(units: int, return_sequences: bool = False, peepholes: bool = False, projection: int = 0,
-                 name: str | None = None) -> keras.layers.RNN:
+                 name: str | None = None, bias_initializer=None) -> keras.layers.RNN:
     """The hand-written LSTM as a layer: (B, T, F) -> (B, R), or (B, T, R) with return_sequences.
 
     `keras.layers.RNN` runs the cell in a compiled loop over the timesteps
     (a tf.while_loop inside the compiled training step), as keras.layers.LSTM
     does on a CPU; it has no fused cuDNN kernel, so on a GPU it is slower.
     """
-    cell = ScratchLSTMCell(units, peepholes=peepholes, projection=projection, name="scratch_lstm_cell")
+    cell = ScratchLSTMCell(units, peepholes=peepholes, projection=projection, bias_initializer=bias_initializer,
+                           name="scratch_lstm_cell")
     return keras.layers.RNN(cell, return_sequences=return_sequences, name=name)
+
+
+@keras.saving.register_keras_serializable(package="lstm_mnist")
+class ChronoBias(keras.initializers.Initializer):
+    """The chrono initialisation of the bias (Tallec & Ollivier, 2018), for a sequence of T steps.
+
+    On long sequences forget-gate bias 1 is short-sighted: a memory kept with
+    f = 0.73 per step is down to 0.73^50 = 1.5e-7 after 50 steps, so at the
+    start of training nothing from the first half of a 392-step sequence
+    reaches the end. Chrono ("Can recurrent neural networks warp time?")
+    gives each unit its own time scale instead:
+
+        forget block:  log(u),  u ~ uniform[1, T - 1], one draw per unit
+        input block:   -log(u)
+        candidate and output blocks: 0
+
+    With f = sigmoid(log u) = u / (1 + u), unit j keeps its cell state for
+    about u_j steps (and writes little into it), so the cell starts with
+    memories of every length up to the whole sequence. `--forget-bias-init
+    chrono` uses it for Keras's LSTM and for the scratch cell (model.py).
+    """
+
+    def __init__(self, timesteps: int, seed=None):
+        self.timesteps, self.seed = timesteps, seed
+        self.uniform = keras.initializers.RandomUniform(1.0, max(timesteps - 1, 1), seed=seed)
+
+    def __call__(self, shape, dtype=None):
+        units = shape[0] // 4
+        forget = ops.log(self.uniform((units,), dtype))  # (H,) in [0, log(T - 1)]
+        return ops.concatenate([-forget, forget, ops.zeros((2 * units,), dtype)])  # [input | forget | candidate | output]
+
+    def get_config(self):
+        return {"timesteps": self.timesteps, "seed": self.seed}

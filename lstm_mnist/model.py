@@ -1,7 +1,7 @@
-"""The classifier: recurrent layers read the 28 rows, a Dense layer names the digit.
+"""The classifier: recurrent layers read the sequence of pixels, a Dense layer names the digit.
 
-    pixel rows (B, T=28, F=28)
-        -> [optional Dense input projection, applied to every row]   (B, T, P)
+    pixels (B, T, F): 28 rows of 28 by default, 784/K steps of K with --pixels-per-step K
+        -> [optional Dense input projection, applied to every step]  (B, T, P)
         -> recurrent layer 1 .. L  (all but the last return every step) (B, T, H)
         -> the last layer's final hidden state h_T                    (B, H)
         -> Dense(10): logits, one unnormalised score per digit        (B, 10)
@@ -21,12 +21,13 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from lstm_mnist.config import CELL_TYPES, FEATURES, NUM_CLASSES, TIMESTEPS, Config
-from lstm_mnist.lstm_cell import scratch_lstm
+from lstm_mnist.config import CELL_TYPES, NUM_CLASSES, Config
+from lstm_mnist.lstm_cell import ChronoBias, scratch_lstm
 
 
 def recurrent_layer(cell: str, units: int, return_sequences: bool, name: str,
-                    peepholes: bool = False, recurrent_projection: int = 0) -> keras.layers.Layer:
+                    peepholes: bool = False, recurrent_projection: int = 0,
+                    chrono_timesteps: int = 0) -> keras.layers.Layer:
     """One recurrent layer of the chosen type, with the classic settings.
 
     lstm: `unit_forget_bias=True` starts the forget gate's bias at 1, so the
@@ -36,8 +37,14 @@ def recurrent_layer(cell: str, units: int, return_sequences: bool, name: str,
     scratch: the same LSTM written out from its equations (lstm_cell.py),
     also with forget-gate bias 1; the only cell that takes `peepholes` and
     `recurrent_projection`.
+    chrono_timesteps: T > 0 gives either LSTM the chrono initialisation for T
+    steps instead of forget bias 1 (`--forget-bias-init chrono`, lstm_cell.py).
     """
+    chrono = ChronoBias(chrono_timesteps) if chrono_timesteps else None
     if cell == "lstm":
+        if chrono:
+            return layers.LSTM(units, bias_initializer=chrono, unit_forget_bias=False,
+                               return_sequences=return_sequences, name=name)
         return layers.LSTM(units, unit_forget_bias=True, return_sequences=return_sequences, name=name)
     if cell == "gru":
         return layers.GRU(units, reset_after=True, return_sequences=return_sequences, name=name)
@@ -45,13 +52,13 @@ def recurrent_layer(cell: str, units: int, return_sequences: bool, name: str,
         return layers.SimpleRNN(units, return_sequences=return_sequences, name=name)
     if cell == "scratch":
         return scratch_lstm(units, return_sequences=return_sequences, peepholes=peepholes,
-                            projection=recurrent_projection, name=name)
+                            projection=recurrent_projection, name=name, bias_initializer=chrono)
     raise ValueError(f"unknown cell type {cell!r}; expected one of {', '.join(CELL_TYPES)}")
 
 
 def build_model(config: Config) -> keras.Model:
-    """Build the Functional model: float32 [B, 28, 28] pixel rows -> float32 [B, 10] logits."""
-    inputs = keras.Input(shape=(TIMESTEPS, FEATURES), name="pixel_rows")  # (B, T, F)
+    """Build the Functional model: float32 [B, T, F] pixels (T, F from the config) -> float32 [B, 10] logits."""
+    inputs = keras.Input(shape=(config.timesteps, config.features), name="pixel_rows")  # (B, T, F)
     x = inputs
     if config.input_projection:
         # Dense on a 3-D tensor acts on the last axis: every row is projected
@@ -64,7 +71,8 @@ def build_model(config: Config) -> keras.Model:
         # Lower layers hand their whole output sequence up, (B, T, H); the
         # last returns only its final hidden state, (B, H).
         rnn = recurrent_layer(config.cell, config.units, return_sequences=not is_last, name=f"{config.cell}_{index}",
-                              peepholes=config.peepholes, recurrent_projection=config.recurrent_projection)
+                              peepholes=config.peepholes, recurrent_projection=config.recurrent_projection,
+                              chrono_timesteps=config.timesteps if config.forget_bias_init == "chrono" else 0)
         if config.bidirectional:
             # A second copy reads the rows bottom to top; outputs are
             # concatenated, so H doubles: (B, 2H) or (B, T, 2H).

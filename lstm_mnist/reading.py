@@ -8,6 +8,11 @@ output layer can be applied to each of them:
                      -> the same Dense head on each h_t        -> logits     (B, T, 10)
                      -> softmax                                -> P(digit | rows 0..t)
 
+(A row is a timestep with the default reading. With --pixels-per-step K the
+same holds for T = 784 / K timesteps of K pixels: `probabilities_after_each_row`
+returns one answer per timestep, and `probabilities_after_each_line` one per
+line of 28 pixels, for the pictures.)
+
 (R is the width of h_t, as in lstm_cell.py: H units, unless the scratch
 cell's projection shrinks it.) Row t of the result is the network's guess
 had the image ended there. The last row is exactly the trained model's
@@ -25,6 +30,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from lstm_mnist.config import FEATURES, IMAGE_PIXELS, TIMESTEPS
 from lstm_mnist.gates import layer_inputs
 
 
@@ -61,6 +67,21 @@ def probabilities_after_each_row(model: keras.Model, pixel_rows) -> np.ndarray:
     # The model's own output layer; Dense acts on the last axis, so on each step.
     logits = model.get_layer("logits")(hidden)  # (B, T, R) -> (B, T, 10)
     return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
+
+
+def probabilities_after_each_line(model: keras.Model, sequences) -> np.ndarray:
+    """Class probabilities after each line of 28 pixels read: float32 [B, T, F] -> float32 [B, 28, 10].
+
+    Line l is line l of `data.sequences_as_pictures(sequences)` (image row l
+    unless --permute-pixels); result[:, l] is the answer after the timestep
+    that reads the last pixel of line l. With the default reading a line is
+    a timestep, and this is `probabilities_after_each_row`; with more than 28
+    pixels per step, the lines of one step share the answer after it.
+    """
+    per_step = probabilities_after_each_row(model, sequences)  # (B, T, 10)
+    pixels_per_step = IMAGE_PIXELS // per_step.shape[1]
+    last_pixels = np.arange(1, TIMESTEPS + 1) * FEATURES - 1  # (28,) the flattened index of each line's last pixel
+    return per_step[:, last_pixels // pixels_per_step]  # (B, T, 10) -> (B, 28, 10)
 
 
 def settled_row(probabilities: np.ndarray) -> int:

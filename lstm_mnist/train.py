@@ -29,8 +29,8 @@ import numpy as np
 import tensorflow as tf
 
 from lstm_mnist import mixed_precision
-from lstm_mnist.config import FEATURES, TIMESTEPS, Config
-from lstm_mnist.data import default_cache_dir, load_mnist, make_dataset, split_mnist, training_data
+from lstm_mnist.config import Config
+from lstm_mnist.data import default_cache_dir, load_mnist, make_dataset, pixel_order, split_mnist, training_data
 from lstm_mnist.model import build_model
 from lstm_mnist.run import Run, StopRequests
 
@@ -200,9 +200,12 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print, cache
 
     # --- Data: images become sequences of rows (data.py).
     mnist = load_mnist(config.data, cache_dir=cache_dir or default_cache_dir(), log=log)
-    splits = split_mnist(mnist, config.val_size, config.train_examples, config.test_examples)
+    order = pixel_order(config.permute_pixels, config.permutation_seed)  # None: row-major, the default
+    splits = split_mnist(mnist, config.val_size, config.train_examples, config.test_examples,
+                         config.pixels_per_step, order)
     log(f"data: {len(splits.x_train):,} train / {len(splits.x_val):,} validation / "
-        f"{len(splits.x_test):,} test images, each read as {TIMESTEPS} rows of {FEATURES} pixels")
+        f"{len(splits.x_test):,} test images, each read as {config.timesteps} timesteps of {config.features} pixels"
+        f"{' (in one fixed shuffled order)' if config.permute_pixels else ''}")
     gpus = tf.config.list_physical_devices("GPU")
     log(f"device: GPU ({', '.join(gpu.name for gpu in gpus)})" if gpus else "device: CPU (no GPU found)")
     if config.mixed_precision:
@@ -231,7 +234,8 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print, cache
              steps_per_call=STEPS_PER_CALL) as run:
         for epoch in run.epochs():
             # Each epoch's order and shifts depend only on (seed, epoch): a rerun or a resumed run sees the same batches.
-            batches = run.batches(epoch, training_data(splits, (config.seed, epoch), config.shift_pixels))
+            epoch_data = training_data(splits, (config.seed, epoch), config.shift_pixels, config.pixels_per_step, order)
+            batches = run.batches(epoch, epoch_data)
             train = train_epoch(train_steps, batches, train_means, run.after_steps)
             validation, val_predictions = evaluate(eval_step, validation_set, validation_means)
             run.end_of_epoch(epoch, train, validation, val_predictions)

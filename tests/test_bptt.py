@@ -106,6 +106,16 @@ def test_bptt_matches_gradient_tape_on_the_scratch_cell_options(digits, peephole
                                                             peepholes=peepholes, projection=projection))
 
 
+@pytest.mark.parametrize("pixels_per_step", [112, 14], ids=["T=7", "T=56"])
+def test_bptt_matches_gradient_tape_at_other_sequence_lengths(mnist, pixels_per_step):
+    """--pixels-per-step K: real digits cut into 784 / K steps of K pixels; nothing in the derivation assumes 28."""
+    x = images_to_sequences(mnist.x_train[:8], pixels_per_step).astype(np.float64)  # (8, T, K)
+    layer = keras.layers.LSTM(UNITS, dtype="float64")
+    layer.build((None, *x.shape[1:]))
+    assert_bptt_matches_tape(layer, (x, mnist.y_train[:8].astype(np.int64)),
+                             *random_weights(np.random.default_rng(4), pixels_per_step, UNITS))
+
+
 @pytest.mark.parametrize("peepholes, projection", [(False, 0), (True, 2)], ids=["plain", "peepholes+projection"])
 def test_bptt_matches_finite_differences_on_a_tiny_cell(peepholes, projection):
     """Nudge every single number up and down by 1e-6 and watch the loss: no autodiff involved.

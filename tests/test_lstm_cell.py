@@ -70,6 +70,22 @@ def test_scratch_layer_matches_keras_lstm_at_every_timestep(digits):
     assert np.abs(expected).max() > 0.1  # the states are far from zero, so the comparison means something
 
 
+@pytest.mark.parametrize("pixels_per_step", [112, 14], ids=["T=7", "T=56"])
+def test_scratch_layer_matches_keras_lstm_at_other_sequence_lengths(mnist, pixels_per_step):
+    """--pixels-per-step K: the same agreement on [B, 784 / K, K] sequences, at every timestep."""
+    x = images_to_sequences(mnist.x_test[:8], pixels_per_step)  # (8, T, K)
+    weights = random_lstm_weights(np.random.default_rng(5), features=pixels_per_step)
+    reference = keras.layers.LSTM(UNITS, return_sequences=True)
+    ours = scratch_lstm(UNITS, return_sequences=True)
+    for layer in (reference, ours):
+        layer.build((None, *x.shape[1:]))
+        layer.set_weights(weights)
+    expected = np.asarray(reference(x))  # (B, T, H)
+    np.testing.assert_allclose(np.asarray(ours(x)), expected, atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(lstm_forward(x, *weights)[0], expected, atol=TOLERANCE, rtol=0)
+    assert expected.shape == (8, x.shape[1], UNITS) and np.abs(expected).max() > 0.1
+
+
 def test_lstm_forward_matches_keras_hidden_and_cell_state_at_every_timestep(digits):
     x, _ = digits
     weights = random_lstm_weights(np.random.default_rng(1))

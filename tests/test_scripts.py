@@ -24,7 +24,7 @@ ELSEWHERE = {
     "gates_by_row.py": "test_gates_by_row.py",
 }
 # Scripts run by the tests in this module.
-HERE = ("train.py", "gradient_flow.py", "benchmark_logging.py", "benchmark.py", "screenshots.py")
+HERE = ("train.py", "why_lstm.py", "benchmark_logging.py", "benchmark.py", "screenshots.py")
 
 
 def run_script(name, *args, env, cwd, timeout=300):
@@ -48,15 +48,25 @@ def test_train_script(tmp_path, cli_env):
     assert (tmp_path / "logs" / "smoke" / "metrics.json").is_file()
 
 
-def test_gradient_flow_script(tmp_path, cli_env):
-    picture, log_dir = tmp_path / "flow.png", tmp_path / "flow-logs"
-    result = run_script("gradient_flow.py", "--train-steps", 2, "--units", 8, "--images", 16,
-                        "--output", picture, "--log-dir", log_dir, env=cli_env, cwd=tmp_path)
+def test_why_lstm_script(tmp_path, cli_env):
+    """Two cells at two short lengths (T = 7 and 14), one tiny epoch each: every run, figure, table and curve."""
+    log_dir, images = tmp_path / "why-logs", tmp_path / "images"
+    result = run_script("why_lstm.py", "--lengths", 7, 14, "--cells", "simple_rnn", "lstm", "--epochs", 1,
+                        "--units", 8, "--train-examples", 256, "--val-size", 64, "--test-examples", 64,
+                        "--flow-length", 14, "--flow-images", 16, "--log-dir", log_dir, "--output-dir", images,
+                        env=cli_env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert picture.stat().st_size > 10_000  # a real PNG with two panels, not an empty file
-    assert sorted(path.name for path in log_dir.iterdir()) == ["lstm_fresh", "lstm_trained", "simple_rnn_fresh",
-                                                              "simple_rnn_trained"]
-    assert "LSTM: mean forget gate" in result.stdout
+    for picture in ("why_lstm.png", "gradient_flow.png"):
+        assert (images / picture).stat().st_size > 10_000  # real PNGs with several panels, not empty files
+    assert sorted(path.name for path in log_dir.iterdir()) == ["T007-lstm", "T007-simple_rnn", "T014-lstm",
+                                                              "T014-simple_rnn", "gradient_flow", "results.json",
+                                                              "results.md", "summary"]
+    assert all((log_dir / run / "metrics.json").is_file() for run in ("T007-lstm", "T014-simple_rnn"))
+    assert sorted(path.name for path in (log_dir / "gradient_flow").iterdir()) == [
+        "lstm_fresh", "lstm_trained", "simple_rnn_fresh", "simple_rnn_trained"]
+    assert (log_dir / "results.md").read_text().count("| 14 | 56 |") == 2  # one table row per cell
+    assert "[T014-lstm] lstm-mnist train " in result.stdout and "--pixels-per-step 56" in result.stdout
+    assert "LSTM, forget bias 1: ||dL/dx_0|| / ||dL/dx_13||" in result.stdout and "mean forget gate" in result.stdout
 
 
 def test_benchmark_logging_script(tmp_path, cli_env):
