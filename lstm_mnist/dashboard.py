@@ -39,7 +39,7 @@ import tensorflow as tf
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2
 
-from lstm_mnist.config import Config
+from lstm_mnist.config import FEATURES, Config
 from lstm_mnist.data import sequences_as_pictures
 from lstm_mnist.durable import sync_folder, write_bytes
 from lstm_mnist.errors import plain_reason
@@ -60,6 +60,15 @@ GATE_BATCH = 128  # validation digits whose gate activations are histogrammed
 MISCLASSIFIED = 16  # wrongly classified validation digits shown per epoch
 READING_DIGITS = (1, 3, 4, 5, 7, 9)  # one validation image of each is read row by row
 PROFILE_STEPS = (5, 10)  # profile steps 5..9 of the run: after the first steps' tracing and warm-up
+
+
+def reading_caption(timesteps: int, pixels_per_step: int) -> str:
+    """The caption under inputs/as_timesteps: how the pictured digits are cut into timesteps."""
+    if pixels_per_step == FEATURES:  # the default: one image row per timestep
+        return ("training digits as the LSTM reads them: row t of the image is the input at timestep t; "
+                "the blue lines separate the timesteps")
+    return (f"training digits as the network reads them: {timesteps} timesteps of {pixels_per_step} pixels, "
+            "left to right and top to bottom; the blue lines mark where a timestep starts")
 
 
 def timed(hook):
