@@ -273,13 +273,16 @@ def evaluate_command(args: argparse.Namespace, stop: StopRequests) -> int:
 def predict_command(args: argparse.Namespace, stop: StopRequests) -> int:
     """`lstm-mnist predict RUN_DIR IMAGE...`: the digit and the ten probabilities for each image."""
     from lstm_mnist.predict import explain_figure, probabilities, read_digits
-    from lstm_mnist.saved import load_model, read_finished_run
+    from lstm_mnist.saved import as_read_by, load_model, read_finished_run
 
     record = read_finished_run(args.run_dir)
     if not args.images and not args.test_index:
         raise OneLineError("nothing to predict: give picture files or .npy arrays, or --test-index N", exit_code=2)
     if args.explain is not None:
         check_output_picture("--explain", args.explain, inputs=args.images)
+        if record.config.permute_pixels:
+            raise OneLineError(f"--explain: {record.run_dir} reads the pixels in a shuffled order (--permute-pixels), "
+                               "and its reading cannot be drawn row by row; predict without --explain", exit_code=2)
         if record.config.bidirectional:
             raise OneLineError(f"--explain: {record.run_dir} is bidirectional, and a bidirectional model cannot "
                                "be read row by row (its backward half starts from the bottom row); "
@@ -288,16 +291,16 @@ def predict_command(args: argparse.Namespace, stop: StopRequests) -> int:
     if args.test_index:
         digits += test_digits(record, args.test_index, args.data)
     import_tensorflow_quietly()
-    model = load_model(record.run_dir)
-    images = np.stack([digit.image for digit in digits])  # (N, 28, 28)
+    model = load_model(record.run_dir, record.config)
+    images = as_read_by(record.config, np.stack([digit.image for digit in digits]))  # (N, 28, 28) -> (N, T, F)
     answers = probabilities(model, images)  # (N, 10)
     for line in prediction_table(digits, answers):
         print(line)
     if args.explain is not None:
-        from lstm_mnist.reading import probabilities_after_each_row
+        from lstm_mnist.reading import probabilities_after_each_line
 
         shown = digits[:8]
-        by_row = probabilities_after_each_row(model, images[:len(shown)])  # (n, 28, 10)
+        by_row = probabilities_after_each_line(model, images[:len(shown)])  # (n, 28, 10): after each image row
         write_picture("--explain", args.explain, explain_figure(shown, by_row))
         which = "" if len(shown) == len(digits) else f" (the first {len(shown)} of {len(digits)} images)"
         print(f"wrote the row-by-row reading to {args.explain}{which}")

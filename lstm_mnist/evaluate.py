@@ -53,7 +53,7 @@ def evaluate_run(run_dir, which: str = TEST, data: str | None = None, cache_dir:
     data: where MNIST is, if not where the run found it (--data); it must be
     the same data, byte for byte. Raises OneLineError subclasses (one line).
     """
-    from lstm_mnist.data import default_cache_dir, load_mnist, make_dataset, split_mnist
+    from lstm_mnist.data import default_cache_dir, load_mnist, make_dataset, pixel_order, split_mnist
     from lstm_mnist.train import Means, evaluate, make_eval_step
 
     record = read_finished_run(run_dir)  # refuses a bad folder before TensorFlow is imported
@@ -61,13 +61,14 @@ def evaluate_run(run_dir, which: str = TEST, data: str | None = None, cache_dir:
     if which == VALIDATION and config.val_size == 0:
         raise RunFolderError(f"{record.run_dir} held out no validation images (--val-size 0); "
                              "evaluate it on the test set instead")
-    model = load_model(record.run_dir)
+    model = load_model(record.run_dir, config)
     mnist = load_mnist(config.data if data is None else data, cache_dir=cache_dir or default_cache_dir(), log=log)
     if record.data_fingerprint is not None and mnist.fingerprint != record.data_fingerprint:
         raise OneLineError(f"the data found ({mnist.source}) is not the data {record.run_dir} was trained on "
                            "(its fingerprint differs from the one in config.json); pass the run's own data "
                            "with --data", exit_code=2)
-    splits = split_mnist(mnist, config.val_size, config.train_examples, config.test_examples)
+    splits = split_mnist(mnist, config.val_size, config.train_examples, config.test_examples,
+                         config.pixels_per_step, pixel_order(config.permute_pixels, config.permutation_seed))
     images, labels = (splits.x_test, splits.y_test) if which == TEST else (splits.x_val, splits.y_val)
     # The batches training evaluated, in the same order, through the same compiled step.
     result, predictions = evaluate(make_eval_step(model), make_dataset(images, labels, config.batch_size), Means())
@@ -137,10 +138,11 @@ def misclassified_picture(evaluation: Evaluation, limit: int = 100) -> tuple[np.
 
     (None, 0) when there is no mistake to show.
     """
+    from lstm_mnist.data import sequences_as_pictures
     from lstm_mnist.figures import misclassified_figure
 
     wrong = np.flatnonzero(evaluation.labels != evaluation.predictions)[:limit]
     if len(wrong) == 0:
         return None, 0
-    return misclassified_figure(evaluation.images[wrong], evaluation.labels[wrong],
+    return misclassified_figure(sequences_as_pictures(evaluation.images[wrong]), evaluation.labels[wrong],
                                 evaluation.predictions[wrong]), len(wrong)

@@ -223,7 +223,10 @@ def read_digits(paths: list[Path]) -> list[Digit]:
 
 
 def probabilities(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities: float32 [N, 28, 28] -> float32 [N, 10] (softmax of the model's logits)."""
+    """Class probabilities (softmax of the model's logits): float32 [N, T, F] -> float32 [N, 10].
+
+    images: cut as the run reads them (saved.as_read_by); [N, 28, 28] by default.
+    """
     import keras
 
     batches = [keras.ops.softmax(model(images[start:start + batch_size], training=False))  # (b, 10)
@@ -234,7 +237,7 @@ def probabilities(model, images: np.ndarray, batch_size: int = 256) -> np.ndarra
 def explain_figure(digits: list[Digit], by_row: np.ndarray) -> np.ndarray:
     """Each digit as the network saw it, beside its probabilities after each row; RGB uint8 [height, width, 3].
 
-    by_row: float [N, 28, 10] from reading.probabilities_after_each_row:
+    by_row: float [N, 28, 10] from reading.probabilities_after_each_line (one answer per image row):
     by_row[n, t, d] = P(digit d | rows 0..t of image n). Image row t and
     probability row t are drawn at the same height, so one can see which
     stroke made the network change its mind; the white line marks the row

@@ -2,8 +2,8 @@
 
     import lstm_mnist
     model, config = lstm_mnist.load_run("logs/20261123-104151-lstm128")
-    x = lstm_mnist.preprocess(images)          # uint8 0..255 or float 0..1, [28, 28] or [N, 28, 28]
-    probabilities = keras.ops.softmax(model(x))   # (N, 28, 28) -> (N, 10)
+    x = lstm_mnist.preprocess(images, config)  # uint8 0..255 or float 0..1, [28, 28] or [N, 28, 28]
+    probabilities = keras.ops.softmax(model(x))   # (N, T, F) -> (N, 10); (N, 28, 28) by default
 
 `load_run` refuses, in one line (a `RunFolderError`), a folder that is not a
 run, a run that has not finished (and says whether it is still training or
@@ -81,7 +81,7 @@ def load_run(run_dir) -> SavedRun:
     finished run that loads.
     """
     record = read_finished_run(run_dir)
-    return SavedRun(load_model(record.run_dir), record.config)
+    return SavedRun(load_model(record.run_dir, record.config), record.config)
 
 
 def read_finished_run(run_dir) -> RunRecord:
@@ -109,8 +109,11 @@ def read_finished_run(run_dir) -> RunRecord:
     return RunRecord(run_dir, config, metrics, fingerprint)
 
 
-def load_model(run_dir: Path):
-    """Load <run_dir>/model.keras, quietly, with the hand-written cell registered; RunFolderError if it fails."""
+def load_model(run_dir: Path, config: Config):
+    """Load <run_dir>/model.keras, quietly, with the hand-written cell registered; RunFolderError if it fails.
+
+    config: the run's own, which says the input the model must take: [None, T, F].
+    """
     from lstm_mnist.quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()
@@ -132,7 +135,7 @@ def load_model(run_dir: Path):
     except Exception as error:  # a damaged zip or a foreign file fails anywhere in Keras: ValueError, KeyError, ...
         raise RunFolderError(f"{path} cannot be loaded ({short_reason(error)}); it is damaged, or it was "
                              "written by an incompatible version of lstm_mnist or Keras") from None
-    expected = (None, TIMESTEPS, FEATURES)
+    expected = (None, config.timesteps, config.features)
     if tuple(model.input_shape) != expected or tuple(model.output_shape)[-1:] != (10,):
         raise RunFolderError(f"{path} is not an lstm_mnist model: it maps {model.input_shape} to "
                              f"{model.output_shape}, not {expected} to (None, 10)")
@@ -261,8 +264,13 @@ def short_reason(error: BaseException, limit: int = 160) -> str:
 # ---------------------------------------------------------------------------
 
 
-def preprocess(images) -> np.ndarray:
+def preprocess(images, config: Config | None = None) -> np.ndarray:
     """Images as the model reads them: float32 [N, 28, 28] in [0, 1], row r of each image = timestep r.
+
+    config: a run's Config. Given, the images are cut as that run reads them
+    (its --pixels-per-step and --permute-pixels): float32 [N, T, F]. Without
+    it, they are the default reading, [N, 28, 28], as every run reads unless
+    told otherwise.
 
     images: one image [28, 28] or a batch [N, 28, 28], as
       - integers 0..255 (uint8, as MNIST's files and most image libraries
@@ -301,4 +309,15 @@ def preprocess(images) -> np.ndarray:
                   if low >= 0.0 and high <= 255.0 else "scale them into [0, 1]")
         raise ImageError(f"float images must be in [0, 1] (black 0, white ink 1), got values from "
                          f"{low:g} to {high:g}; {advice}")
-    return array.astype(np.float32)
+    return array.astype(np.float32) if config is None else as_read_by(config, array.astype(np.float32))
+
+
+def as_read_by(config: Config, images: np.ndarray) -> np.ndarray:
+    """float32 [N, 28, 28] in [0, 1] -> float32 [N, T, F]: cut as data.split_mnist cuts a run's images."""
+    from lstm_mnist.data import pixel_order
+
+    pixels = images.reshape(len(images), TIMESTEPS * FEATURES)  # (N, 28, 28) -> (N, 784), row-major
+    order = pixel_order(config.permute_pixels, config.permutation_seed)
+    if order is not None:
+        pixels = pixels[:, order]  # the run's fixed shuffled order
+    return pixels.reshape(len(images), config.timesteps, config.features)  # (N, 784) -> (N, T, F)

@@ -137,6 +137,21 @@ def test_a_resumed_permuted_run_reads_the_pixels_in_the_same_order(tmp_path, cli
     assert straight.returncode == 0, straight.stderr
     assert "each read as 7 timesteps of 112 pixels (in one fixed shuffled order)" in straight.stdout
 
+    # evaluate and predict read the run's images as it did: 7 steps of 112 pixels, in the same shuffled order.
+    evaluated = subprocess.run([sys.executable, "-m", "lstm_mnist", "evaluate", str(tmp_path / "straight")],
+                               env=cli_env, capture_output=True, text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "(the same)" in evaluated.stdout  # the accuracy metrics.json recorded at the end of training
+    predicted = subprocess.run([sys.executable, "-m", "lstm_mnist", "predict", str(tmp_path / "straight"),
+                                "--test-index", "0", "1"], env=cli_env, capture_output=True, text=True, timeout=300)
+    assert predicted.returncode == 0, predicted.stderr
+    assert "test image 0 (a 7)" in predicted.stdout and "test image 1 (a 2)" in predicted.stdout
+    refused = subprocess.run([sys.executable, "-m", "lstm_mnist", "predict", str(tmp_path / "straight"),
+                              "--test-index", "0", "--explain", str(tmp_path / "explained.png")],
+                             env=cli_env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "--permute-pixels" in refused.stderr and "Traceback" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "explained.png").exists()
+
     process = subprocess.Popen(command("stopped"), env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     for line in process.stdout:
