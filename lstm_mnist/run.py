@@ -66,7 +66,7 @@ from pathlib import Path
 from typing import Callable
 
 from lstm_mnist import durable
-from lstm_mnist.config import Config, flag
+from lstm_mnist.config import FEATURES, Config, flag
 from lstm_mnist.errors import OneLineError, plain_reason
 
 # config.json holds the Config's fields and, beside them, this key.
@@ -493,8 +493,9 @@ def default_run_name(config: Config) -> str:
     """The part of a run folder's name after the timestamp: the model, as its flags would say it.
 
     lstm128 (the default), lstm128x2-bi-do0.2 (2 layers, bidirectional, dropout 0.2),
-    scratch128-peep-proj64, gru64-in128 (a Dense input projection of 128): enough
-    to tell runs apart in TensorBoard's run list without opening their config.
+    scratch128-peep-proj64, gru64-in128 (a Dense input projection of 128),
+    lstm128-px7-perm (7 pixels per step, permuted): enough to tell runs apart in
+    TensorBoard's run list without opening their config.
     """
     parts = [f"{config.cell}{config.units}" + (f"x{config.layers}" if config.layers > 1 else "")]
     if config.bidirectional:
@@ -507,6 +508,10 @@ def default_run_name(config: Config) -> str:
         parts.append(f"proj{config.recurrent_projection}")
     if config.input_projection:
         parts.append(f"in{config.input_projection}")
+    if config.pixels_per_step != FEATURES:
+        parts.append(f"px{config.pixels_per_step}")
+    if config.permute_pixels:
+        parts.append("perm")
     return "-".join(parts)
 
 

@@ -3,7 +3,7 @@
 The story of `train_and_evaluate`, top to bottom:
 
     Setup     seed Python, NumPy and TensorFlow once
-    Data      load MNIST, split it 55k/5k/10k, each image a sequence of 28 rows
+    Data      load MNIST, split it 55k/5k/10k, each image a sequence of 28 rows (data.py)
     Model     build the LSTM; Adam with a warmup + cosine learning rate
     Train     for each epoch: the training images shuffled and shifted, a step on
               every batch, then the validation set
@@ -48,8 +48,9 @@ def learning_rate_schedule(config: Config, steps_per_epoch: int):
 
     rise linearly from 0 to `learning_rate` over `warmup_epochs`, then follow
     half a cosine down to 0 at the last step. Warmup lets Adam's moment estimates
-    settle before the large steps; the decay anneals into a minimum. This beats,
-    in 8 epochs, what the classic constant 1e-3 reaches in 12.
+    settle before the large steps; the decay anneals into a minimum. With the
+    default recipe it reaches 99% in 6 epochs, where the classic constant 1e-3
+    stays near 98.5% after 10-12 (README, "The recipe").
     """
     if config.lr_schedule == "constant":
         return config.learning_rate
@@ -72,7 +73,7 @@ def loss_and_accuracy(y, logits):
 
 
 def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, clip_norm: float):
-    """A compiled step: x float32 [B, 28, 28], y int32 [B] -> mean loss, accuracy, gradient norm (unclipped)."""
+    """A compiled step: x float32 [B, T, F], y int32 [B] -> mean loss, accuracy, gradient norm (unclipped)."""
 
     @tf.function(reduce_retracing=True)
     def train_step(x, y):

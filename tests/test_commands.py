@@ -370,7 +370,7 @@ def test_help_shows_defaults_as_they_are_typed():
     help_text = cli.build_parser()._subparsers._group_actions[0].choices["train"].format_help()
     flat = " ".join(help_text.split())
     assert "(default: )" not in flat and "lr_schedule" not in flat and "=cosine" not in flat
-    assert "when --lr-schedule cosine" in flat and "(default: 0.003)" in flat and "(default: off)" in flat
+    assert "when --lr-schedule cosine" in flat and "(default: 0.007)" in flat and "(default: off)" in flat
     name_help = flat.rsplit("--name NAME", 1)[1].split("--log-every-steps", 1)[0]
     assert name_help.count("default") + name_help.count("empty:") == 1
 
@@ -381,6 +381,7 @@ def test_run_folder_names_describe_the_model():
     assert default_run_name(Config(cell="scratch", peepholes=True, recurrent_projection=64)) == \
         "scratch128-peep-proj64"
     assert default_run_name(Config(cell="gru", units=64, input_projection=128)) == "gru64-in128"
+    assert default_run_name(Config(pixels_per_step=7, permute_pixels=True)) == "lstm128-px7-perm"
 
 
 def test_advice_for_a_taken_name_never_leads_to_another_error(tiny_finished_run, tmp_path):
