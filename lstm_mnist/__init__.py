@@ -6,16 +6,18 @@ Read the package in three tiers:
    (images become sequences of rows) -> model.py (the network) -> train.py
    (the train step, an epoch, an evaluation, the driver).
 2. Inside the LSTM: lstm_cell.py -> bptt.py -> gates.py -> reading.py -> gradient_flow.py.
-3. Instruments, read when needed: dashboard.py and summaries.py (TensorBoard),
-   where MNIST's bytes come from, run.py (the run folder, checkpoints, Ctrl-C,
-   --resume), durable.py and errors.py, cli.py (the command); after training,
-   saved.py (load_run, preprocess), evaluate.py, predict.py, runs.py.
+3. Instruments, read when needed: dashboard.py, summaries.py and figures.py
+   (TensorBoard), mnist_files.py (where MNIST's bytes come from), run.py (the
+   run folder, checkpoints, Ctrl-C, --resume), mixed_precision.py, durable.py
+   and errors.py, cli.py and config_checks.py (the command and its checks);
+   after training, saved.py (load_run, preprocess), evaluate.py, predict.py,
+   runs.py, quiet.py.
 
 After training, two names are all a notebook needs:
 
     import lstm_mnist
     model, config = lstm_mnist.load_run("logs/20261123-104151-lstm128")
-    probabilities = keras.ops.softmax(model(lstm_mnist.preprocess(images)))
+    probabilities = keras.ops.softmax(model(lstm_mnist.preprocess(images, config)))
 
 Importing the package does nothing but define names: `load_run` and
 `preprocess` are looked up on first use (PEP 562), so `import lstm_mnist`

@@ -13,7 +13,6 @@ anywhere else in the package.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 # --- Geometry: an MNIST image read as a sequence ----------------------------
@@ -179,60 +178,10 @@ class Config:
     )
 
     def validate(self) -> None:
-        """Raise ValueError, with a message naming the flag, for a value of the wrong type or out of range.
+        """Raise ValueError, naming the flag, for a value of the wrong type or out of range (config_checks.py)."""
+        from lstm_mnist.config_checks import check_config
 
-        The types are checked too, because a config.json read back for
-        --resume can hold anything: a bool is not an int (JSON's true would
-        otherwise count as 1), and a float is not an int.
-        """
-        for setting_field in dataclasses.fields(self):
-            check_type(setting_field.name, getattr(self, setting_field.name), type(setting_field.default))
-        for name, (low, high) in INTEGER_RANGES.items():
-            value = getattr(self, name)
-            if not low <= value <= high:
-                raise ValueError(f"--{flag(name)} must be {describe_range(low, high)}, got {value}")
-        if self.cell not in CELL_TYPES:
-            raise ValueError(f"--cell must be one of {', '.join(CELL_TYPES)}, got {self.cell!r}")
-        if self.cell != "scratch":
-            # Keras's own cells have no such options; refusing is clearer than ignoring.
-            for name in ("peepholes", "recurrent_projection"):
-                if getattr(self, name):
-                    raise ValueError(f"--{flag(name)} needs --cell scratch (the hand-written LSTM)")
-        if self.forget_bias_init not in FORGET_BIAS_INITS:
-            raise ValueError(f"--forget-bias-init must be one of {', '.join(FORGET_BIAS_INITS)}, "
-                             f"got {self.forget_bias_init!r}")
-        if self.forget_bias_init != "one" and self.cell not in ("lstm", "scratch"):
-            raise ValueError("--forget-bias-init needs an LSTM (--cell lstm or scratch); "
-                             f"a {self.cell} has no forget gate")
-        if self.pixels_per_step not in PIXELS_PER_STEP_CHOICES:
-            raise ValueError(f"--pixels-per-step must divide the {IMAGE_PIXELS} pixels of an image, "
-                             f"so that every timestep is full: one of "
-                             f"{', '.join(map(str, PIXELS_PER_STEP_CHOICES))}; got {self.pixels_per_step}")
-        if self.permutation_seed and not self.permute_pixels:
-            raise ValueError("--permutation-seed needs --permute-pixels (without it the pixels keep their order)")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(
-                f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
-            )
-        if not 0 <= self.val_size < MNIST_TRAIN_SIZE:
-            raise ValueError(
-                f"--val-size must be between 0 and {MNIST_TRAIN_SIZE - 1:,} "
-                f"(it leaves the rest of the {MNIST_TRAIN_SIZE:,} images for training), "
-                f"got {self.val_size}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ValueError(f"--learning-rate must be a positive number, got {self.learning_rate}")
-        if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):
-            raise ValueError(f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}")
-        if not (math.isfinite(self.clip_norm) and self.clip_norm >= 0):
-            raise ValueError(f"--clip-norm must be 0 (off) or a positive number, got {self.clip_norm}")
-        if not self.log_dir:
-            raise ValueError("--log-dir must not be empty; pass a folder such as logs")
-        if ("/" in self.name or "\\" in self.name or self.name in (".", "..")
-                or not self.name.isprintable()):
-            raise ValueError(f"--name must be a plain name without slashes, got {self.name!r}")
+        check_config(self)
 
     @property
     def timesteps(self) -> int:
@@ -251,43 +200,3 @@ class Config:
 def flag(field_name: str) -> str:
     """The command-line spelling of a Config field: batch_size -> batch-size."""
     return field_name.replace("_", "-")
-
-
-# Bounds of every integer setting. The upper bounds are far beyond anything
-# MNIST needs; they turn a typo such as --batch-size 1000000000000 into one
-# clear line instead of an overflow deep inside TensorFlow.
-INTEGER_RANGES = {
-    "train_examples": (0, 2**31 - 1),
-    "test_examples": (0, 2**31 - 1),
-    "units": (1, 16_384),
-    "layers": (1, 100),
-    "recurrent_projection": (0, 16_384),
-    "input_projection": (0, 16_384),
-    "epochs": (1, 100_000),
-    "batch_size": (1, 1_000_000),
-    "seed": (0, 2**32 - 1),  # what keras.utils.set_random_seed accepts
-    "pixels_per_step": (1, IMAGE_PIXELS),
-    "permutation_seed": (0, 2**32 - 1),  # what numpy.random.default_rng accepts, and the same bound as --seed
-    "log_every_steps": (1, 2**31 - 1),
-    "summary_every_epochs": (1, 2**31 - 1),
-    "checkpoint_every_steps": (0, 2**31 - 1),
-    "shift_pixels": (0, TIMESTEPS - 1),  # a shift by the image's height would leave it blank
-}
-
-
-def describe_range(low: int, high: int) -> str:
-    """The phrase after "must be" for an integer setting in [low, high] (low is 0 or 1)."""
-    if low == 1:
-        return f"a positive integer (at most {high:,})"
-    return f"0 or more (at most {high:,})"
-
-
-def check_type(name: str, value, expected: type) -> None:
-    """Raise ValueError unless `value` has the setting's type; an int is accepted where a float is expected."""
-    if expected is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    else:
-        ok = type(value) is expected  # `is`, not isinstance: True is an instance of int
-    if not ok:
-        kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[expected]
-        raise ValueError(f"--{flag(name)} must be {kind}, got {value!r} ({type(value).__name__})")
