@@ -4,7 +4,7 @@
     python scripts/benchmark.py --only throughput,logging --repeats 5
     python scripts/benchmark.py --quick             # tiny sizes, one repeat: that the script works (CI)
 
-The five parts, each printed as a table, and all of it written as JSON (--json):
+The six parts, each printed as a table, and all of it written as JSON (--json):
 
   throughput  training images per second in steady state (the second epoch of each run),
               of `lstm-mnist train` (default logging, and --no-tensorboard), of the same
