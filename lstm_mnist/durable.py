@@ -39,7 +39,17 @@ def temporary_name(path: Path) -> Path:
 
 def sync_folder(folder: Path) -> None:
     """fsync a folder, so the names created, renamed or removed in it survive a power cut."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    sync_path(folder, os.O_DIRECTORY)
+
+
+def sync_file(path: Path) -> None:
+    """fsync a file that another library wrote and closed (TensorFlow's checkpoint, Keras's model); never a link."""
+    sync_path(path, os.O_NOFOLLOW)
+
+
+def sync_path(path: Path, flags: int) -> None:
+    """Open `path` read-only (with `flags`), fsync it, close it."""
+    fd = os.open(path, os.O_RDONLY | flags)
     try:
         os.fsync(fd)
     finally:

@@ -420,21 +420,12 @@ def save_model_durably(model, path: Path) -> None:
     durable.open_fresh(temporary).close()
     try:
         model.save(temporary)
-        fsync_file(temporary)
+        durable.sync_file(temporary)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     durable.sync_folder(path.parent)
-
-
-def fsync_file(path: Path) -> None:
-    """fsync a file that another library wrote and closed (TensorFlow's checkpoint, Keras's model)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # Temporary files of a process that died while writing them: .config.json.<pid>.tmp, .model.<pid>.tmp.keras, ...
@@ -833,7 +824,7 @@ class Checkpoints:
             prefix = self.folder / f"ckpt-{step}"
             self.checkpoint.write(str(prefix))  # ckpt-<step>.index and ckpt-<step>.data-00000-of-00001
             for path in [prefix.with_name(prefix.name + ".index"), *self.folder.glob(f"ckpt-{step}.data-*")]:
-                fsync_file(path)
+                durable.sync_file(path)
             durable.sync_folder(self.folder)
             # The commit point: until this rename, the previous checkpoint is the newest.
             durable.write_bytes(self.folder / INDEX_NAME, index_text(kept))

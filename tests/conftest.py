@@ -33,6 +33,29 @@ def cli_env(tmp_path, xdg_cache_home):
 
 
 @pytest.fixture
+def small_tmpfs(tmp_path):
+    """mount(size) -> a new folder on a real tmpfs of that size ("160k", "1m"), to fill up; unmounted after the test.
+
+    Skips the test, saying why, where mount needs root and this is not root.
+    """
+    disks = []
+
+    def mount(size: str):
+        disk = tmp_path / f"small-disk-{len(disks)}"
+        disk.mkdir()
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
+                                 capture_output=True, text=True)
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs to fill up (needs root): {mounted.stderr.strip()}")
+        disks.append(disk)
+        return disk
+
+    yield mount
+    for disk in disks:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+@pytest.fixture
 def run_cli(tmp_path, cli_env):
     """Run `python -m lstm_mnist ARGS` in tmp_path and return the CompletedProcess."""
 

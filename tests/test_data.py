@@ -634,20 +634,12 @@ def test_a_damaged_cache_is_rebuilt_with_one_line(tmp_path, mnist, cache_dir, is
 
 
 @pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # nothing printed behind our back
-def test_a_full_disk_while_writing_the_cache_costs_only_time(tmp_path, mnist, isolated_env):
+def test_a_full_disk_while_writing_the_cache_costs_only_time(mnist, isolated_env, small_tmpfs):
     """A real full disk: a 1 MiB tmpfs cannot hold the 55 MB cache."""
-    disk = tmp_path / "small-disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill up (needs root): {mounted.stderr.strip()}")
-    try:
-        lines = []
-        loaded = load_mnist(cache_dir=disk / "lstm_mnist", allow_download=False, log=lines.append)
-        left = os.listdir(disk / "lstm_mnist")
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
+    disk = small_tmpfs("1m")
+    lines = []
+    loaded = load_mnist(cache_dir=disk / "lstm_mnist", allow_download=False, log=lines.append)
+    left = os.listdir(disk / "lstm_mnist")
     assert loaded.fingerprint == mnist.fingerprint
     assert len(lines) == 2 and "cannot write the decoded cache" in lines[0] and "(No space left on device)" in lines[0]
     assert left == []  # the temporary file was removed, so the disk is not left full

@@ -308,14 +308,9 @@ def test_resume_with_different_data_is_refused(tmp_path, module_env, finished, o
 
 
 @pytest.fixture
-def small_disk(tmp_path):
+def small_disk(small_tmpfs):
     """A real 1 MiB tmpfs, and a way to fill it up leaving exactly N free pages of 4 KiB."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill up (needs root): {mounted.stderr.strip()}")
+    disk = small_tmpfs("1m")
 
     def fill(leave_pages: int = 0) -> None:
         filler = disk / ".filler"
@@ -325,8 +320,7 @@ def small_disk(tmp_path):
                     pass
         os.truncate(filler, max(0, (filler.stat().st_size // 4096 - leave_pages) * 4096))
 
-    yield disk, fill
-    subprocess.run(["umount", str(disk)], check=False)
+    return disk, fill
 
 
 def test_full_disk_at_each_final_write(tmp_path, module_env, finished_quiet, small_disk):

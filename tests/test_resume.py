@@ -183,31 +183,23 @@ def test_sigkill_during_a_save_never_leaves_half_a_checkpoint(tmp_path, cli_env,
     assert_no_step_twice(run_dir)
 
 
-def test_disk_full_during_a_checkpoint(tmp_path, cli_env, reference_run):
+def test_disk_full_during_a_checkpoint(tmp_path, cli_env, reference_run, small_tmpfs):
     """A real full disk: a 160 KiB tmpfs holds one checkpoint (~100 KB) but not a second."""
-    disk = tmp_path / "small-disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill up (needs root): {mounted.stderr.strip()}")
-    try:
-        run_dir = disk / "run"
-        # Without TensorBoard events (the traced graph alone is ~150 KB), so that the checkpoints fill the disk.
-        code, _, err = finish(start(run_dir, cli_env, "--no-tensorboard"))
-        assert code == 1, err
-        assert "Traceback" not in err
-        last_line = err.strip().splitlines()[-1]
-        assert "could not write a checkpoint at step 128" in last_line, err
-        assert "(No space left on device)" in last_line
-        assert "the last good checkpoint (step 64) is intact" in last_line
-        assert json.loads((run_dir / "config.json").read_text())["units"] == 32
-        assert not any("_temp" in p.name for p in (run_dir / "checkpoints").iterdir())
-        # Move the run to a disk with room, and it finishes as if nothing had happened.
-        moved = tmp_path / "moved"
-        shutil.copytree(run_dir, moved)
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
+    disk = small_tmpfs("160k")
+    run_dir = disk / "run"
+    # Without TensorBoard events (the traced graph alone is ~150 KB), so that the checkpoints fill the disk.
+    code, _, err = finish(start(run_dir, cli_env, "--no-tensorboard"))
+    assert code == 1, err
+    assert "Traceback" not in err
+    last_line = err.strip().splitlines()[-1]
+    assert "could not write a checkpoint at step 128" in last_line, err
+    assert "(No space left on device)" in last_line
+    assert "the last good checkpoint (step 64) is intact" in last_line
+    assert json.loads((run_dir / "config.json").read_text())["units"] == 32
+    assert not any("_temp" in p.name for p in (run_dir / "checkpoints").iterdir())
+    # Move the run to a disk with room, and it finishes as if nothing had happened.
+    moved = tmp_path / "moved"
+    shutil.copytree(run_dir, moved)
     resumed = resume(moved, cli_env)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_weights(moved, reference_run)
