@@ -5,7 +5,8 @@ The training loop creates a Dashboard only when TensorBoard is on
 
     start_of_run(summary)   once, at step 0 of a new run: TEXT (config, model summary),
                             HPARAMS, the Keras layer graph, the sample-inputs picture
-    before_step(step)       the first step of a new run is traced for the GRAPHS tab;
+    before_step(step)       the first compiled call of a new run (ten training steps,
+                            train.several_steps_per_call) is traced for the GRAPHS tab;
                             with --profile, a few steps are profiled
     after_step(...)         every log_every_steps steps: step scalars and throughput
     end_of_epoch(...)       every epoch: loss and accuracy; every summary_every_epochs
@@ -14,7 +15,7 @@ The training loop creates a Dashboard only when TensorBoard is on
     flush()                 before each checkpoint: the events it covers are on disk
 
 Cheap things (scalars) are written often; expensive things (histograms of
-every weight and gradient, gate activations, matplotlib pictures) once per
+every weight and gradient, gate activations, pictures) once per
 epoch by default, which costs a few percent of the training time
 (scripts/benchmark_logging.py measures it).
 
@@ -116,7 +117,7 @@ class Dashboard:
                           sample_inputs_figure(sequences_as_pictures(self.x_train[:SAMPLE_INPUTS]),
                                                self.y_train[:SAMPLE_INPUTS], pixels_per_step=self.x_train.shape[2]),
                           reading_caption(self.x_train.shape[1], self.x_train.shape[2]))
-        self.tracing = True  # trace the first training step for the GRAPHS tab
+        self.tracing = True  # trace the first compiled call (its ten steps) for the GRAPHS tab
 
     # --- Around every training step ---------------------------------------------------
     @timed

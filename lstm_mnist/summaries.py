@@ -10,7 +10,8 @@ so the same tag in two of them is drawn as two overlaid curves:
                                      throughput/examples_per_second
                            HISTOGRAMS weights/<path>, weights_by_gate/<path>/<gate>     every summary_every_epochs
                                      gradients/<path>, gradients_by_gate/<path>/<gate>
-                           GRAPHS    function/train_step (the traced op graph),        once
+                           GRAPHS    function/train_step (the traced op graph of the   once
+                                     first compiled call: ten steps in a loop),
                                      keras (the layers: "Conceptual graph")
                            IMAGES    inputs/as_timesteps                                once
                            TEXT      run/config, run/model_summary                      once
