@@ -24,6 +24,7 @@ even an interrupted TensorFlow import ends in one line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import os
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lstm_mnist import durable
+from lstm_mnist import distribution, durable
 from lstm_mnist.config import Config, flag
 from lstm_mnist.errors import OneLineError, plain_reason
 # import_tensorflow_quietly and friends live in quiet.py (the library uses them too); named here as before.
@@ -229,7 +230,10 @@ def train_command(args: argparse.Namespace, stop: StopRequests) -> int:
         # (all are made again once the run holds its lock).
         saved, _ = load_run_config(args.resume)
         config = merge_resume_flags(saved, given_settings(args))
-        with RunLock(args.resume):
+    worker = distribution.this_worker(config)  # TF_CONFIG, checked (a multi-worker run)
+    if args.resume is not None:
+        # Only the chief locks the run folder; the other workers read it (and the chief may hold the lock).
+        with RunLock(args.resume) if worker.chief else contextlib.nullcontext():
             read_index(args.resume)
 
     import_tensorflow_quietly()

@@ -35,6 +35,8 @@ MNIST_TEST_SIZE = 10_000
 CELL_TYPES = ("lstm", "gru", "simple_rnn", "scratch")
 FORGET_BIAS_INITS = ("one", "chrono")  # lstm_cell.py explains both
 LR_SCHEDULES = ("cosine", "constant")
+# How the work is spread over devices (distribution.py): auto picks one of the others.
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 
 
 def setting(default, help: str, **extra):
@@ -144,6 +146,21 @@ class Config:
         False,
         "GPU only: compute in float16 (weights stay float32, the loss is scaled against underflow); "
         "refused on a CPU, where it is slower",
+    )
+
+    # --- Hardware: where the steps run, never what they compute (distribution.py) ---
+    strategy: str = setting(
+        "auto",
+        "default: one device, as ever; mirrored: one replica of the model per GPU of this machine (or per "
+        "device of --devices), each on its share of every batch; multi_worker: the same over several "
+        "machines, as the TF_CONFIG environment variable describes; auto: multi_worker if TF_CONFIG names "
+        "several tasks, else mirrored if more than one GPU is visible, else default",
+        choices=STRATEGIES,
+    )
+    devices: str = setting(
+        "",
+        "--strategy mirrored only: the devices to mirror over, comma-separated, e.g. GPU:0,GPU:2; "
+        "CPU:0,CPU:1 splits this CPU into two logical devices, to try it without GPUs (empty: every GPU)",
     )
 
     # --- Logging --------------------------------------------------------------

@@ -19,6 +19,7 @@ from lstm_mnist.config import (
     LR_SCHEDULES,
     MNIST_TRAIN_SIZE,
     PIXELS_PER_STEP_CHOICES,
+    STRATEGIES,
     TIMESTEPS,
     Config,
     flag,
@@ -75,6 +76,15 @@ def check_config(config: Config) -> None:
         raise ValueError(f"--warmup-epochs must be 0 or more, got {config.warmup_epochs}")
     if not (math.isfinite(config.clip_norm) and config.clip_norm >= 0):
         raise ValueError(f"--clip-norm must be 0 (off) or a positive number, got {config.clip_norm}")
+    if config.strategy not in STRATEGIES:
+        raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {config.strategy!r}")
+    if config.devices:
+        if config.strategy != "mirrored":
+            raise ValueError(f"--devices needs --strategy mirrored (got --strategy {config.strategy}); "
+                             "add --strategy mirrored, or drop --devices")
+        from lstm_mnist.distribution import parse_devices  # the devices' vocabulary lives with the strategies
+
+        parse_devices(config.devices)  # ValueError naming the flag
     if not config.log_dir:
         raise ValueError("--log-dir must not be empty; pass a folder such as logs")
     if ("/" in config.name or "\\" in config.name or config.name in (".", "..")

@@ -24,6 +24,7 @@ import contextlib
 import keras
 import tensorflow as tf
 
+from lstm_mnist import distribution
 from lstm_mnist.errors import OneLineError
 
 POLICY = "mixed_float16"
@@ -61,16 +62,18 @@ def loss_scaled_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, 
     The step returns what train.py's does: loss, accuracy and the (unscaled) gradient norm. A step
     whose scaled gradient overflowed is skipped by the optimizer and reports a gradient norm of 0.
     """
+    distribution.step_sums_the_gradients(optimizer)  # as train.py's step does, before the wrapping
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     from lstm_mnist.train import loss_and_accuracy  # train.py imports this module
 
     @tf.function(reduce_retracing=True)
-    def train_step(x, y):
+    def train_step(x, y, batch_size=None):
         with tf.GradientTape() as tape:
-            logits = model(x, training=True)  # (B, T, F) -> (B, 10), float32
-            loss, accuracy = loss_and_accuracy(y, logits)
+            logits = model(x, training=True)  # (b, T, F) -> (b, 10), float32
+            loss, accuracy = loss_and_accuracy(y, logits, batch_size)
             scaled_loss = optimizer.scale_loss(loss)  # loss x the loss scale
         scaled = tape.gradient(scaled_loss, model.trainable_variables)  # every gradient x the loss scale
+        scaled = distribution.sum_over_replicas(scaled)  # all-reduce over the replicas, as in train.py
         scale = tf.convert_to_tensor(optimizer.dynamic_scale)
         gradient_norm = tf.linalg.global_norm(scaled) / scale
         if clip_norm:  # clip(g x s, c x s) = clip(g, c) x s: the same clipping as train.py's

@@ -71,9 +71,13 @@ from lstm_mnist.errors import OneLineError, plain_reason
 
 # config.json holds the Config's fields and, beside them, this key.
 DATA_FINGERPRINT = "data_fingerprint"
-# Settings that may differ on resume: they change where data is read from, not
-# what is computed (and the data's fingerprint must still match).
-MAY_CHANGE_ON_RESUME = {"data"}
+# Settings about the machine a process runs on, not about the run (distribution.py): on resume
+# they come from the command line, their defaults if not given, never from config.json, so a run
+# started on eight GPUs resumes on a laptop as it is (a checkpoint restores under any strategy).
+WHERE_IT_RUNS = {"strategy", "devices"}
+# Settings that may differ on resume: they change where data is read from and where the steps
+# run, not what is computed (and the data's fingerprint must still match).
+MAY_CHANGE_ON_RESUME = {"data", *WHERE_IT_RUNS}
 
 
 class RunError(OneLineError):
@@ -120,17 +124,20 @@ class Run:
     the data, kept in config.json so that a resume refuses different data;
     resume_dir: continue this run folder instead of creating one;
     stop: the StopRequests the CLI installed (one is installed if not given);
-    steps_per_call: how many consecutive batches `batches` hands out at a time.
+    steps_per_call: how many consecutive batches `batches` hands out at a time;
+    chief: False in the workers of a multi-worker run that are not its chief: they take every
+    step too, but keep their files in a temporary folder, deleted at the end (distribution.py).
     """
 
     def __init__(self, config: Config, *, model, optimizer, train_means, validation_means, splits,
                  steps_per_epoch: int, data_fingerprint: str,
                  resume_dir: Path | None = None, stop: StopRequests | None = None,
-                 log: Callable[[str], None] = print, started: float | None = None, steps_per_call: int = 1):
+                 log: Callable[[str], None] = print, started: float | None = None, steps_per_call: int = 1,
+                 chief: bool = True):
         self.config, self.model, self.optimizer = config, model, optimizer
         self.train_means, self.validation_means, self.splits = train_means, validation_means, splits
         self.steps_per_epoch, self.data_fingerprint = steps_per_epoch, data_fingerprint
-        self.steps_per_call = steps_per_call
+        self.steps_per_call, self.chief = steps_per_call, chief
         self.group_batch_size = 0  # the batch size of the group of steps batches() handed out last
         self.resume_dir, self.stop, self.log = resume_dir, stop, log
         self.started = started or time.time()
@@ -148,6 +155,11 @@ class Run:
                 self.stop = self.exits.enter_context(StopRequests())
             # From here on a signal is a request to stop at the next checkpoint, never an exception.
             self.stop.phase = RUNNING
+            if not self.chief:  # the run folder is the chief's: this worker writes into a temporary one
+                from lstm_mnist.distribution import folder_of_a_worker
+
+                self.config, self.resume_dir = self.exits.enter_context(
+                    folder_of_a_worker(self.config, self.resume_dir, self.log))
             if self.resume_dir is None:
                 self.start()
             else:
@@ -299,6 +311,9 @@ class Run:
             "tensorboard_seconds": round(self.dashboard.seconds_writing if self.dashboard else 0.0, 1),
         }
         self.write_final_file(metrics_file, lambda: durable.write_json(metrics_file, metrics))
+        if not self.chief:  # its folder is about to be deleted: nothing of it to point to
+            self.log(f"test accuracy {test['accuracy']:.2%}; this worker is done, and the chief keeps the run's files")
+            return metrics
         which = f"the first {len(self.splits.x_test):,}" if self.config.test_examples \
             else f"all {len(self.splits.x_test):,}"
         self.log(f"test accuracy {test['accuracy']:.2%} on {which} test images "
@@ -345,7 +360,8 @@ class Run:
         self.exits.enter_context(RunLock(self.run_dir))
         # Checked again under the lock: the folder cannot change under us from now on.
         saved, fingerprint = load_run_config(self.run_dir)
-        if dataclasses.replace(saved, data=self.config.data) != self.config:
+        if dataclasses.replace(saved, **{name: getattr(self.config, name) for name in MAY_CHANGE_ON_RESUME}) \
+                != self.config:
             raise RunError(f"--resume {self.run_dir}: the settings given differ from the run's config.json; "
                            "drop them to continue the run as it was")
         if fingerprint is not None and fingerprint != self.data_fingerprint:
@@ -569,8 +585,8 @@ def load_run_config(run_dir: Path) -> tuple[Config, str | None]:
         known = {field.name for field in dataclasses.fields(Config)}
         if set(saved) - known:
             raise ValueError(f"unknown setting(s) {', '.join(sorted(set(saved) - known))}")
-        if known - set(saved):
-            raise ValueError(f"missing setting(s) {', '.join(sorted(known - set(saved)))}")
+        if known - set(saved) - WHERE_IT_RUNS:  # those take their defaults: they were added later
+            raise ValueError(f"missing setting(s) {', '.join(sorted(known - set(saved) - WHERE_IT_RUNS))}")
         config = Config(**saved)
         config.validate()
     except ValueError as error:
@@ -579,14 +595,18 @@ def load_run_config(run_dir: Path) -> tuple[Config, str | None]:
 
 
 def merge_resume_flags(saved: Config, given: dict) -> Config:
-    """Apply the flags given alongside --resume, refusing any that contradict the run."""
+    """Apply the flags given alongside --resume, refusing any that contradict the run.
+
+    The settings of WHERE_IT_RUNS are the command line's (their defaults if not given), not the run's.
+    """
     conflicts = [f"--{flag(name)} {value} (the run used {getattr(saved, name)})"
                  for name, value in given.items()
                  if name not in MAY_CHANGE_ON_RESUME and value != getattr(saved, name)]
     if conflicts:
         raise RunError(f"--resume: {'; '.join(conflicts)}; drop these flags to continue the run as it was, "
                        "or start a new run")
-    return dataclasses.replace(saved, **{k: v for k, v in given.items() if k in MAY_CHANGE_ON_RESUME})
+    here = {name: given.get(name, Config.__dataclass_fields__[name].default) for name in WHERE_IT_RUNS}
+    return dataclasses.replace(saved, **{**here, **{k: v for k, v in given.items() if k in MAY_CHANGE_ON_RESUME}})
 
 
 def refuse_links_and_special_files(run_dir: Path) -> None:

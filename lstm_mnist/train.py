@@ -2,7 +2,7 @@
 
 The story of `train_and_evaluate`, top to bottom:
 
-    Setup     seed Python, NumPy and TensorFlow once
+    Setup     the devices (one, or several replicas: distribution.py); seed Python, NumPy and TensorFlow once
     Data      load MNIST, split it 55k/5k/10k, each image a sequence of 28 rows (data.py)
     Model     build the LSTM; Adam with a warmup + cosine learning rate
     Train     for each epoch: the training images shuffled and shifted, a step on
@@ -14,7 +14,9 @@ clipping and the update are each one visible line (`make_train_step`). It is als
 faster than `model.fit` (scripts/benchmark.py): `several_steps_per_call` runs ten
 of those steps per compiled call, the one optimisation here that is not the plot.
 What a long run needs besides (run folder, checkpoints, Ctrl-C, --resume,
-TensorBoard) is behind `run` (run.py).
+TensorBoard) is behind `run` (run.py); training on several GPUs or machines is
+behind `strategy` (distribution.py), entered in two places: the model and Adam
+are made inside `strategy.scope()`, and each step runs through `strategy.run`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lstm_mnist import mixed_precision
+from lstm_mnist import distribution, mixed_precision
 from lstm_mnist.config import Config
 from lstm_mnist.data import default_cache_dir, load_mnist, make_dataset, pixel_order, split_mnist, training_data
 from lstm_mnist.model import build_model
@@ -65,22 +67,36 @@ def learning_rate_schedule(config: Config, steps_per_epoch: int):
     )
 
 
-def loss_and_accuracy(y, logits):
-    """One batch's mean cross-entropy and fraction right, float32 []: y int32 [B], logits float32 [B, 10]."""
-    loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))  # (B,) -> ()
-    predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)  # (B, 10) -> (B,); argmax of logits = of softmax
-    return loss, tf.reduce_mean(tf.cast(predicted == y, tf.float32))
+def loss_and_accuracy(y, logits, batch_size=None):
+    """A batch's mean cross-entropy and fraction right, float32 []: y int32 [b], logits float32 [b, 10].
+
+    batch_size: B, the images of the whole batch; by default b, all of them here. On several
+    replicas (distribution.py) each holds b of the B images and returns its share of the means,
+    its sums divided by B: added up over the replicas, the shares are the batch's means.
+    """
+    batch_size = tf.cast(tf.shape(y)[0] if batch_size is None else batch_size, tf.float32)
+    losses = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)  # (b,)
+    predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)  # (b, 10) -> (b,); argmax of logits = of softmax
+    right = tf.cast(predicted == y, tf.float32)  # (b,): 1 where the digit was read right
+    return tf.reduce_sum(losses) / batch_size, tf.reduce_sum(right) / batch_size  # (b,) -> ()
 
 
 def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, clip_norm: float):
-    """A compiled step: x float32 [B, T, F], y int32 [B] -> mean loss, accuracy, gradient norm (unclipped)."""
+    """A compiled step: x float32 [B, T, F], y int32 [B] -> mean loss, accuracy, gradient norm (unclipped).
+
+    On several replicas each runs it on its share, b of the batch's B images (batch_size = B), and
+    returns its shares of the loss and accuracy; the gradients are summed over the replicas
+    (all-reduce) before their norm is taken, so every replica takes the step one device would.
+    """
+    distribution.step_sums_the_gradients(optimizer)  # the step below sums them, so the optimizer must not
 
     @tf.function(reduce_retracing=True)
-    def train_step(x, y):
+    def train_step(x, y, batch_size=None):
         with tf.GradientTape() as tape:
-            logits = model(x, training=True)  # (B, T, F) -> (B, 10)
-            loss, accuracy = loss_and_accuracy(y, logits)
+            logits = model(x, training=True)  # (b, T, F) -> (b, 10)
+            loss, accuracy = loss_and_accuracy(y, logits, batch_size)
         gradients = tape.gradient(loss, model.trainable_variables)  # backpropagation through time
+        gradients = distribution.sum_over_replicas(gradients)  # all-reduce: the whole batch's gradient (one device: as is)
         gradient_norm = tf.linalg.global_norm(gradients)  # sqrt of the sum of every squared entry
         if clip_norm:
             # Rescale all gradients together if their joint norm exceeds
@@ -133,7 +149,7 @@ class Means:
 STEPS_PER_CALL = 10
 
 
-def several_steps_per_call(train_step, means: Means, optimizer, input_shape: tuple):
+def several_steps_per_call(train_step, means: Means, optimizer, input_shape: tuple, strategy=None):
     """Speed, not maths: k consecutive training steps in one compiled call (Keras's `steps_per_execution`).
 
     x float32 [k, B, T, F], y int32 [k, B]: k batches -> float32 [k, 4], each step's loss, accuracy,
@@ -144,14 +160,20 @@ def several_steps_per_call(train_step, means: Means, optimizer, input_shape: tup
     however the steps are grouped (tests/test_fast_loop.py checks it), and a resumed run still matches.
     Measured on 2 CPU cores: 1.1-1.2 times less CPU per image than one call per step (scripts/benchmark.py).
     input_shape: (T, F), one image's; one trace serves every k and every batch size.
+    strategy: a tf.distribute strategy (distribution.py), which runs each step on every replica, on its
+    share of the batch; by default tf.distribute's default strategy, one device, which changes nothing.
     """
+    strategy = strategy or tf.distribute.get_strategy()
+
     @tf.function(input_signature=[tf.TensorSpec([None, None, *input_shape], tf.float32),
                                   tf.TensorSpec([None, None], tf.int32)])
     def train_steps(x, y):
         steps, batch_size = tf.shape(y)[0], tf.shape(y)[1]
         per_step = tf.TensorArray(tf.float32, size=steps)
         for i in tf.range(steps):
-            loss, accuracy, gradient_norm = train_step(x[i], y[i])
+            shares = distribution.split_batch(strategy, x[i], y[i])  # each replica's part of the batch, and B
+            per_replica = strategy.run(train_step, args=shares)  # the step, on every replica at once
+            loss, accuracy, gradient_norm = distribution.whole_batch(strategy, per_replica)
             means.update(loss, accuracy, batch_size=batch_size)
             learning_rate = tf.convert_to_tensor(optimizer.learning_rate, tf.float32)  # the rate for the next step
             per_step = per_step.write(i, tf.stack([loss, accuracy, gradient_norm, learning_rate]))
@@ -193,7 +215,10 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print, cache
     """
     config.validate()
     started = time.time()
-    # --- Setup: the one place randomness is seeded (Python's random, NumPy, TensorFlow).
+    # --- Setup: first the devices (TensorFlow allows it only before it runs anything): --strategy
+    # default is one device; mirrored and multi_worker make replicas of the model (distribution.py).
+    strategy = distribution.strategy_for(config, log)
+    # The one place randomness is seeded (Python's random, NumPy, TensorFlow).
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         # Deterministic kernels (an error for ops with none): the same seed gives bit-identical weights.
@@ -213,17 +238,19 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print, cache
         mixed_precision.refuse_unless_possible(gpus)
 
     # --- Model: recurrent layers over the rows, then 10 logits (model.py); Adam to train it.
-    with mixed_precision.policy(config.mixed_precision):  # float16 maths with --mixed-precision, else nothing
-        model = build_model(config)
-    model.summary(print_fn=lambda text, **_: log(text))
     steps_per_epoch = math.ceil(len(splits.x_train) / config.batch_size)
-    optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config, steps_per_epoch))
-    if config.mixed_precision:  # the same step with its loss scaled, so that float16 gradients do not vanish
-        optimizer, train_step = mixed_precision.loss_scaled_step(model, optimizer, config.clip_norm)
-    else:
-        train_step = make_train_step(model, optimizer, config.clip_norm)
+    with strategy.scope():  # what is made in here, the weights and Adam's state, is kept on every replica
+        with mixed_precision.policy(config.mixed_precision):  # float16 maths with --mixed-precision, else nothing
+            model = build_model(config)
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config, steps_per_epoch))
+        if config.mixed_precision:  # the same step with its loss scaled, so that float16 gradients do not vanish
+            optimizer, train_step = mixed_precision.loss_scaled_step(model, optimizer, config.clip_norm)
+        else:
+            train_step = make_train_step(model, optimizer, config.clip_norm)
+        optimizer.build(model.trainable_variables)  # Adam's moments, made now, beside the weights they follow
+    model.summary(print_fn=lambda text, **_: log(text))
     train_means, validation_means, test_means = Means(), Means(), Means()
-    train_steps = several_steps_per_call(train_step, train_means, optimizer, model.input_shape[1:])
+    train_steps = several_steps_per_call(train_step, train_means, optimizer, model.input_shape[1:], strategy)
     eval_step = make_eval_step(model)
     validation_set = make_dataset(splits.x_val, splits.y_val, config.batch_size)
     test_set = make_dataset(splits.x_test, splits.y_test, config.batch_size)
@@ -232,7 +259,7 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print, cache
     with Run(config, model=model, optimizer=optimizer, train_means=train_means, validation_means=validation_means,
              splits=splits, steps_per_epoch=steps_per_epoch, data_fingerprint=mnist.fingerprint,
              resume_dir=resume_dir, stop=stop_requests, log=log, started=started,
-             steps_per_call=STEPS_PER_CALL) as run:
+             steps_per_call=STEPS_PER_CALL, chief=distribution.is_chief(strategy)) as run:
         for epoch in run.epochs():
             # Each epoch's order and shifts depend only on (seed, epoch): a rerun or a resumed run sees the same batches.
             epoch_data = training_data(splits, (config.seed, epoch), config.shift_pixels, config.pixels_per_step, order)
