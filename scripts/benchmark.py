@@ -1,10 +1,10 @@
 """How fast, how lean and how accurate `lstm-mnist train` is, side by side with the same model trained by model.fit.
 
-    python scripts/benchmark.py                     # all six parts, full MNIST (about half an hour on 2 busy cores)
+    python scripts/benchmark.py                     # all seven parts, full MNIST (about 35 minutes on 2 busy cores)
     python scripts/benchmark.py --only throughput,logging --repeats 5
     python scripts/benchmark.py --quick             # tiny sizes, one repeat: that the script works (CI)
 
-The six parts, each printed as a table, and all of it written as JSON (--json):
+The seven parts, each printed as a table, and all of it written as JSON (--json):
 
   throughput  training images per second in steady state (the second epoch of each run),
               of `lstm-mnist train` (default logging, and --no-tensorboard), of the same
@@ -24,6 +24,10 @@ The six parts, each printed as a table, and all of it written as JSON (--json):
   accuracy    default runs with seeds 0, 1, 2: validation and test accuracy after every epoch,
               the epoch and the wall time at which the test accuracy first reaches 99.0%;
               draws the curves (--figure)
+  strategies  training images per second in steady state on one CPU (--strategy default)
+              and mirrored over two logical devices split from the same CPU (--strategy
+              mirrored --devices CPU:0,CPU:1), the same global batch, --no-tensorboard;
+              each run in a new process (a CPU is split before TensorFlow starts), alternating
 
 How the comparisons are made fair on a shared machine: every variant runs once per round,
 the order rotating from round to round, the first epoch of each run (tracing, warm-up)
@@ -60,7 +64,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("throughput", "logging", "steps", "startup", "memory", "accuracy")
+PARTS = ("throughput", "logging", "steps", "startup", "memory", "accuracy", "strategies")
 ONE_STEP = ["--train-examples", "128", "--val-size", "128", "--test-examples", "128", "--epochs", "1",
             "--no-tensorboard"]
 TARGET = 0.99
@@ -405,6 +409,16 @@ def child(kind: str, flags: list[str]) -> None:
     can measure it from the moment it started this process, and time.process_time(), which neighbours
     on a shared machine disturb less.
     """
+    if kind == "epochs":  # the strategies part: each epoch's timings, printed as JSON
+        from lstm_mnist.cli import main
+
+        clock = Clock()
+        with instrumented(clock), open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            code = main(["train", *flags])
+        if code:
+            raise SystemExit(code)
+        print("EPOCHS " + json.dumps(clock.epochs()))
+        return
     marks = {}
 
     def mark(name: str) -> None:
@@ -531,6 +545,73 @@ def memory(args, log_dir: str) -> dict:
 
 
 # ---------------------------------------------------------------------------
+# Part 7: one CPU against two logical CPUs (distribution.py), each run in its own process
+# ---------------------------------------------------------------------------
+
+STRATEGY_VARIANTS = {
+    "one CPU (--strategy default)": ["--strategy", "default"],
+    "two logical CPUs (--strategy mirrored --devices CPU:0,CPU:1)": ["--strategy", "mirrored",
+                                                                     "--devices", "CPU:0,CPU:1"],
+}
+
+
+def strategies(args, log_dir: str) -> dict:
+    """Alternating runs of each strategy, each in a new process; steady state = the epochs after the first."""
+    from lstm_mnist.config import MNIST_TRAIN_SIZE
+
+    sizes = ["--train-examples", str(args.train_examples), "--val-size", str(args.val_size),
+             "--test-examples", str(args.test_examples), "--units", str(args.units), "--epochs", str(args.epochs),
+             "--no-tensorboard", "--log-dir", log_dir]
+    images = args.train_examples or MNIST_TRAIN_SIZE - args.val_size
+    samples = {name: [] for name in STRATEGY_VARIANTS}
+    names = list(STRATEGY_VARIANTS)
+    with tempfile.TemporaryDirectory(prefix="benchmark-cache-") as cache:
+        env = child_env(Path(cache))
+        if not args.quick:  # where the numbers mean nothing, the first measured run fills it
+            run_epochs_child(ONE_STEP + ["--log-dir", log_dir], env)  # fills the data cache, not measured
+        for repeat in range(args.repeats):
+            for name in names if repeat % 2 == 0 else names[::-1]:
+                steady = run_epochs_child(sizes + STRATEGY_VARIANTS[name], env)[1:]  # the first epoch warms up
+                samples[name].extend({**epoch, "round": repeat} for epoch in steady)
+                rates = [images / epoch["train_seconds"] for epoch in steady]
+                print(f"  round {repeat + 1}/{args.repeats}  {name:62s} {statistics.median(rates):7.0f} images/s "
+                      f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+    return {"images_per_epoch": images, "samples": samples}
+
+
+def run_epochs_child(flags: list[str], env: dict) -> list[dict]:
+    """`lstm-mnist train FLAGS` in a new process: its epochs' timings (Clock.epochs)."""
+    process = subprocess.run([sys.executable, __file__, "--child", "epochs", "--", *flags], env=env,
+                             capture_output=True, text=True)
+    if process.returncode != 0:
+        raise SystemExit(f"benchmark: the run {' '.join(flags)} failed (exit {process.returncode}): "
+                         f"{process.stderr[-2000:]}")
+    return json.loads([line for line in process.stdout.splitlines() if line.startswith("EPOCHS ")][-1][7:])
+
+
+def strategies_table(result: dict) -> tuple[str, dict]:
+    images, samples = result["images_per_epoch"], result["samples"]
+    one = next(iter(samples))
+    rows, summary = [], {}
+    for name, found in samples.items():
+        wall, cpu = per_round(found, "train_seconds"), per_round(found, "train_cpu")
+        rates = [images / seconds for seconds in wall.values()]
+        entry = {"images_per_second_median": statistics.median(rates), "min": min(rates), "max": max(rates),
+                 "cpu_ms_per_image": statistics.median(cpu.values()) / images * 1e3,
+                 # < 1: slower than one CPU (time ratio = rate ratio)
+                 "wall_ratio_to_one_cpu": ratio_summary(per_round(samples[one], "train_seconds"), wall),
+                 "cpu_ratio_to_one_cpu": ratio_summary(per_round(samples[one], "train_cpu"), cpu)}
+        summary[name] = entry
+        ratio, cpu_ratio = entry["wall_ratio_to_one_cpu"], entry["cpu_ratio_to_one_cpu"]
+        rows.append(f"| {name} | {entry['images_per_second_median']:,.0f} ({entry['min']:,.0f}..{entry['max']:,.0f}) | "
+                    f"{entry['cpu_ms_per_image']:.3f} | {ratio['median']:.2f} ({ratio['min']:.2f}..{ratio['max']:.2f}) | "
+                    f"{cpu_ratio['median']:.2f} ({cpu_ratio['min']:.2f}..{cpu_ratio['max']:.2f}) |")
+    table = ("| variant | training images/s, median (range) | CPU ms per image | speed vs one CPU, wall | "
+             "speed vs one CPU, CPU |\n|---|---|---|---|---|\n" + "\n".join(rows))
+    return table, summary
+
+
+# ---------------------------------------------------------------------------
 # Part 6: accuracy, epochs and time to 99.0%
 # ---------------------------------------------------------------------------
 
@@ -653,7 +734,7 @@ def parse_args(argv=None):
                         help="draw the accuracy curves here (default: docs/images/recipe.png, not with --quick)")
     parser.add_argument("--redraw", type=Path, default=None, metavar="JSON",
                         help="only draw --figure again from the accuracy part of an earlier --json")
-    parser.add_argument("--child", choices=("ours", "fit"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("ours", "fit", "epochs"), help=argparse.SUPPRESS)
     parser.add_argument("child_flags", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -721,6 +802,10 @@ def main(argv=None) -> int:
             if args.figure:
                 draw_recipe_figure(results, args.figure)
                 print(f"figure: {args.figure}")
+        if "strategies" in args.parts:
+            print("strategies: one CPU against two logical CPUs, each run in a new process, alternating", flush=True)
+            table, report["strategies"] = strategies_table(strategies(args, log_dir))
+            tables.append(("One CPU against two logical CPUs, steady state", table))
     report["machine"]["load_average_at_end"] = os.getloadavg()[0]
     for title, table in tables:
         print(f"\n## {title}\n\n{table}")

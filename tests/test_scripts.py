@@ -83,10 +83,11 @@ def test_benchmark_script(tmp_path, cli_env):
     result = run_script("benchmark.py", "--quick", "--json", report, "--figure", figure, env=cli_env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for title in ("Training throughput", "What TensorBoard logging costs", "Where a step's time goes",
-                  "Start-up of a one-step run", "Peak resident memory", "Accuracy of the default recipe"):
+                  "Start-up of a one-step run", "Peak resident memory", "Accuracy of the default recipe",
+                  "One CPU against two logical CPUs"):
         assert f"## {title}" in result.stdout, title
     numbers = json.loads(report.read_text())
-    assert {"machine", "throughput", "logging", "steps", "startup", "memory", "accuracy"} <= set(numbers)
+    assert {"machine", "throughput", "logging", "steps", "startup", "memory", "accuracy", "strategies"} <= set(numbers)
     assert numbers["machine"]["cores"] >= 1 and numbers["machine"]["tensorflow"]
     assert numbers["throughput"]["ours"]["wall_ratio_to_fit"]["median"] > 0
     assert numbers["startup"]["ours, second run"]["first_step_done"] > numbers["startup"]["ours, second run"]["imported"]
