@@ -246,6 +246,14 @@ def train_command(args: argparse.Namespace, stop: StopRequests) -> int:
     except (tf.errors.ResourceExhaustedError, MemoryError) as error:
         raise OneLineError(f"out of memory ({plain_reason(error)}); "
                            "try a smaller --batch-size, --units or --layers") from None
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+            tf.errors.CancelledError) as error:
+        if worker.count == 1:
+            raise
+        raise OneLineError(f"worker {worker.index} of {worker.count} lost contact with the others "
+                           f"(TensorFlow's {type(error).__name__}): one of them stopped or cannot be "
+                           "reached. The chief's run folder holds the last checkpoint; to go on, run the same "
+                           "command with --resume RUN_DIR on every worker") from None
     return 0
 
 
