@@ -89,14 +89,29 @@ def one_cpu(tmp_path_factory, cache_dir):
 
 
 @pytest.fixture(scope="module")
-def two_cpus(tmp_path_factory, xdg_cache_home, one_cpu):
-    """In one fresh process split into two logical CPUs: TINY mirrored; the same, killed after step 9; two refusals."""
+def crashed_on_one_cpu(tmp_path_factory, cache_dir):
+    """TINY on this process's one CPU, killed right after its checkpoint of step 9 (in epoch 2)."""
+    monkeypatch = pytest.MonkeyPatch()
+    try:
+        log_dir = tmp_path_factory.mktemp("one-cpu-crashed")
+        with pytest.raises(crash_after_step(monkeypatch, 9)):
+            train_here(dataclasses.replace(TINY, log_dir=str(log_dir), name="crashed"), cache_dir, monkeypatch)
+        return log_dir / "crashed"
+    finally:
+        monkeypatch.undo()
+
+
+@pytest.fixture(scope="module")
+def two_cpus(tmp_path_factory, xdg_cache_home, one_cpu, crashed_on_one_cpu):
+    """In one fresh process split into two logical CPUs: TINY mirrored; the same, killed after step 9; two
+    refusals; and the run crashed on one CPU, resumed."""
     log_dir = tmp_path_factory.mktemp("two-cpus")
     flags = [*TINY_FLAGS, *TWO_CPUS, "--log-dir", str(log_dir)]
     runs = [[*flags, "--name", "mirrored"],  # TensorBoard on: its summaries work on a mirrored model too
             ["--crash-after-step", "9", *flags, "--no-tensorboard", "--name", "crashed"],
             [*flags, "--batch-size", "1", "--name", "batch-of-one"],
-            [*flags, "--mixed-precision", "--name", "float16"]]
+            [*flags, "--mixed-precision", "--name", "float16"],
+            ["--resume", str(crashed_on_one_cpu), *TWO_CPUS]]
     result = subprocess.run([sys.executable, str(ROOT / "tests" / "train_in_one_process.py"), *map(json.dumps, runs)],
                             env=environment(tmp_path_factory.mktemp("home"), xdg_cache_home), capture_output=True,
                             text=True, timeout=LIMIT)
@@ -106,7 +121,7 @@ def two_cpus(tmp_path_factory, xdg_cache_home, one_cpu):
 def test_two_logical_cpus_train_what_one_cpu_trains(one_cpu, two_cpus):
     log_dir, result = two_cpus
     assert [line for line in result.stdout.splitlines() if line.startswith("exit:")] == \
-        ["exit: 0", "exit: -9", "exit: 2", "exit: 2"], result.stdout + result.stderr
+        ["exit: 0", "exit: -9", "exit: 2", "exit: 2", "exit: 0"], result.stdout + result.stderr
     assert "strategy: mirrored, 2 replicas on CPU:0, CPU:1; each batch of 32 is split into 2 shares of about 16" \
         in result.stdout
     assert_same_training(log_dir / "mirrored", one_cpu)
@@ -139,19 +154,12 @@ def test_a_checkpoint_written_on_two_logical_cpus_resumes_on_one(one_cpu, two_cp
     assert_same_training(crashed, one_cpu)
 
 
-def test_a_checkpoint_written_on_one_cpu_resumes_on_two_logical_cpus(one_cpu, tmp_path, cache_dir, xdg_cache_home,
-                                                                     monkeypatch):
-    config = dataclasses.replace(TINY, log_dir=str(tmp_path), name="crashed")
-    with pytest.raises(crash_after_step(monkeypatch, 9)):
-        train_here(config, cache_dir, monkeypatch)
-    monkeypatch.undo()
-    result = subprocess.run([sys.executable, "-m", "lstm_mnist", "train", "--resume", str(tmp_path / "crashed"),
-                             *TWO_CPUS], env=environment(tmp_path, xdg_cache_home), capture_output=True, text=True,
-                            timeout=LIMIT, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert f"resumed: {tmp_path / 'crashed'} at step 9 (epoch 2)" in result.stdout
-    assert "strategy: mirrored, 2 replicas on CPU:0, CPU:1" in result.stdout
-    assert_same_training(tmp_path / "crashed", one_cpu)
+def test_a_checkpoint_written_on_one_cpu_resumes_on_two_logical_cpus(one_cpu, crashed_on_one_cpu, two_cpus):
+    _, result = two_cpus
+    printed = result.stdout.split("\nexit: ")[4]  # by the fifth run, after the fourth one's exit status
+    assert "strategy: mirrored, 2 replicas on CPU:0, CPU:1" in printed
+    assert f"resumed: {crashed_on_one_cpu} at step 9 (epoch 2)" in printed and "epoch 2/2" in printed
+    assert_same_training(crashed_on_one_cpu, one_cpu)
 
 
 def free_ports(count: int) -> list[int]:
@@ -166,16 +174,15 @@ def free_ports(count: int) -> list[int]:
             one.close()
 
 
-def test_two_workers_on_this_machine_train_what_one_cpu_trains_and_only_the_chief_writes(one_cpu, tmp_path,
-                                                                                         xdg_cache_home):
-    """MultiWorkerMirroredStrategy: two processes, one CPU each, over gRPC on 127.0.0.1; the same command for both."""
-    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
-    command = [sys.executable, "-m", "lstm_mnist", "train", *TINY_FLAGS, "--strategy", "multi_worker",
-               "--log-dir", str(tmp_path / "logs"), "--name", "two-workers"]
+def run_workers(commands: list[list[str]], tmp_path: Path, xdg_cache_home: Path, phase: str) -> list[tuple[int, str]]:
+    """Start one process per command, worker i of len(commands) on 127.0.0.1; wait for all (killing all on a
+    timeout); their exit statuses and outputs. Each worker's TMPDIR is tmp_path/tmp-<i>, where a worker that
+    is not the chief makes its temporary folder."""
+    workers = [f"127.0.0.1:{port}" for port in free_ports(len(commands))]
     processes = []
-    for index in range(2):
-        temporary = tmp_path / f"tmp-{index}"  # each worker's TMPDIR: where a worker's temporary folder goes
-        temporary.mkdir()
+    for index, command in enumerate(commands):
+        temporary = tmp_path / f"tmp-{index}"
+        temporary.mkdir(exist_ok=True)
         tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
         processes.append(subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                           text=True, env=environment(tmp_path, xdg_cache_home, TF_CONFIG=tf_config,
@@ -185,28 +192,92 @@ def test_two_workers_on_this_machine_train_what_one_cpu_trains_and_only_the_chie
         for process in processes:
             outputs.append(process.communicate(timeout=LIMIT)[0])
     except subprocess.TimeoutExpired:
-        pytest.fail(f"the two workers did not finish within {LIMIT} s")
+        pytest.fail(f"{phase}: the workers did not finish within {LIMIT} s")
     finally:
         for process in processes:
             if process.poll() is None:
                 process.kill()
                 process.communicate()
-    if any(process.returncode for process in processes):
-        if any(sign in output for output in outputs
-               for sign in ("Could not start gRPC server", "Address already in use", "Failed to bind")):
-            pytest.skip(f"a worker could not open its gRPC port on 127.0.0.1: {outputs}")
-        pytest.fail(f"a worker failed: exit statuses {[p.returncode for p in processes]}:\n" + "\n---\n".join(outputs))
-    chief, other = outputs
-    assert "strategy: multi_worker, 2 replicas in all; this is worker 0 of 2 (the chief)" in chief
+    if any(sign in output for output in outputs
+           for sign in ("Could not start gRPC server", "Address already in use", "Failed to bind")):
+        pytest.skip(f"{phase}: a worker could not open its gRPC port on 127.0.0.1: {outputs}")
+    return [(process.returncode, output) for process, output in zip(processes, outputs)]
+
+
+def test_two_workers_on_this_machine_train_what_one_cpu_trains_and_only_the_chief_writes(one_cpu, tmp_path,
+                                                                                         xdg_cache_home):
+    """MultiWorkerMirroredStrategy: two processes, one CPU each, over gRPC on 127.0.0.1, the same command for both.
+
+    The chief dies right after its checkpoint of step 9; the other worker loses contact and says so in one line;
+    both are started again with --resume, finish, and end where one CPU does.
+    """
+    flags = [*TINY_FLAGS, "--strategy", "multi_worker", "--log-dir", str(tmp_path / "logs"), "--name", "two-workers"]
+    train = [sys.executable, "-m", "lstm_mnist", "train"]
+    chief_crashing = [sys.executable, str(ROOT / "tests" / "train_in_one_process.py"),
+                      json.dumps(["--crash-after-step", "9", *flags])]
+    (chief_status, chief), (other_status, other) = run_workers([chief_crashing, train + flags], tmp_path,
+                                                               xdg_cache_home, "the first start")
+    assert chief_status == 0 and "exit: -9" in chief, chief  # the helper reports the crash it made
+    assert "strategy: multi_worker, 2 replicas in all; this is worker 0 of 2 (the chief), on CPU:0" in chief
     assert "this is worker 1 of 2, on CPU:0" in other and "not the chief" in other
-    # Only the chief wrote into --log-dir; the other's temporary folder is gone.
-    assert [path.name for path in (tmp_path / "logs").iterdir()] == ["two-workers"]
+    errors = [line for line in other.splitlines() if line.startswith("lstm-mnist train:")]
+    assert other_status == 1 and len(errors) == 1 and errors[0].startswith(
+        "lstm-mnist train: error: worker 1 of 2 lost contact with the others (TensorFlow's "), other
+    assert not any((tmp_path / "tmp-1").iterdir())  # its temporary folder went with it
+
     run_dir = tmp_path / "logs" / "two-workers"
+    resume = train + ["--resume", str(run_dir)]  # auto: TF_CONFIG names two workers, so multi_worker
+    (chief_status, chief), (other_status, other) = run_workers([resume, resume], tmp_path, xdg_cache_home,
+                                                               "the resumed start")
+    assert chief_status == other_status == 0, chief + other
+    assert f"resumed: {run_dir} at step 9 (epoch 2)" in chief and "at step 9 (epoch 2)" in other
+    # Only the chief wrote into --log-dir, TensorBoard included; the other's temporary folders are gone.
+    assert [path.name for path in (tmp_path / "logs").iterdir()] == ["two-workers"]
     assert {"config.json", "metrics.json", "model.keras", "checkpoints", "train", "validation", "test"} \
         <= {path.name for path in run_dir.iterdir()}
     assert list((run_dir / "train").glob("events.out.tfevents.*"))
-    assert not any((tmp_path / "tmp-1").iterdir()) and not any((tmp_path / "tmp-0").iterdir())
+    assert not any((tmp_path / "tmp-1").iterdir())
     assert_same_training(run_dir, one_cpu)
+
+
+MIXED_PRECISION_ON_TWO_CPUS = """
+import json, keras, numpy as np, tensorflow as tf
+tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                           [tf.config.LogicalDeviceConfiguration()] * 2)
+from lstm_mnist import mixed_precision
+from lstm_mnist.config import Config
+from lstm_mnist.model import build_model
+from lstm_mnist.train import Means, learning_rate_schedule, several_steps_per_call
+config = Config(units=8, clip_norm=0.2, learning_rate=1e-2)
+x = np.random.default_rng(0).random((9, 16, 28, 28), dtype=np.float32)  # 9 batches of 16 images
+y = np.random.default_rng(1).integers(0, 10, (9, 16)).astype(np.int32)
+found = {}
+for name, strategy in (("one", tf.distribute.get_strategy()), ("two", tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"]))):
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        with mixed_precision.policy(True):
+            model = build_model(config)
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config, 10))
+        optimizer, step = mixed_precision.loss_scaled_step(model, optimizer, config.clip_norm)
+        optimizer.build(model.trainable_variables)
+    per_step = several_steps_per_call(step, Means(), optimizer, (28, 28), strategy)(x, y).numpy()
+    found[name] = {"per_step": per_step.tolist(), "scale": float(optimizer.dynamic_scale.numpy()),
+                   "weights": [w.tolist() for w in model.get_weights()]}
+print("FOUND " + json.dumps(found))
+"""
+
+
+def test_the_loss_scaled_float16_step_on_two_logical_cpus_follows_one_cpu(tmp_path, xdg_cache_home):
+    """--mixed-precision's step under MirroredStrategy (on a GPU in real use; here through the CPU's float16 kernels)."""
+    result = subprocess.run([sys.executable, "-c", MIXED_PRECISION_ON_TWO_CPUS], env=environment(tmp_path, xdg_cache_home),
+                            capture_output=True, text=True, timeout=LIMIT)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("FOUND "))[6:])
+    one, two = found["one"], found["two"]
+    np.testing.assert_allclose(two["per_step"], one["per_step"], rtol=1e-3, atol=1e-4)  # loss, accuracy, norm, rate
+    for got, expected in zip(two["weights"], one["weights"], strict=True):
+        np.testing.assert_allclose(got, expected, atol=2e-4)  # float16 products, added in another order
+    assert two["scale"] == one["scale"] == 2.0**15  # no step overflowed, on either
 
 
 # --- A worker that is not the chief -------------------------------------------------------------
