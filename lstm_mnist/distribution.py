@@ -31,8 +31,9 @@ order of float32 additions; tests/test_distribution.py compares the weights afte
 What all-reduce does. Each replica contributes a list of tensors and all of them receive the
 elementwise sum: one reduction, its result delivered to all. Between the devices of one machine
 MirroredStrategy does it with NCCL on GPUs (through one device on CPUs); between machines
-MultiWorkerMirroredStrategy does it over the network (gRPC, rings of collective operations). It
-is the only communication of a step, as large as the weights, and every replica waits for it.
+MultiWorkerMirroredStrategy does it over the network (collective operations in a ring over gRPC,
+or NCCL between GPUs). It is the only communication of a step, as large as the weights, and every
+replica waits for it.
 
 Who the chief is. In a multi-worker run every worker runs the same command and takes every
 step. One of them, the chief (the task "chief" if TF_CONFIG names one, otherwise worker 0),
@@ -222,8 +223,9 @@ def strategy_for(config, log: Callable[[str], None] = print):
         devices = ", ".join(device.split("device:")[-1] for device in strategy.extended.worker_devices)
         where = f"on {devices}" if worker.count == 1 else \
             f"in all; this is worker {worker.index} of {worker.count}{' (the chief)' if worker.chief else ''}, on {devices}"
-        log(f"strategy: {name}, {replicas} replica{'s' if replicas > 1 else ''} {where}; each batch of "
-            f"{config.batch_size} is split into {replicas} shares of about {config.batch_size // replicas}")
+        shares = (f"each batch of {config.batch_size} is split into {replicas} shares of about "
+                  f"{config.batch_size // replicas}") if replicas > 1 else "each batch is computed whole, as alone"
+        log(f"strategy: {name}, {replicas} replica{'s' if replicas > 1 else ''} {where}; {shares}")
     return strategy
 
 

@@ -412,9 +412,10 @@ class Run:
         if self.stop.requested:
             self.save()
             name = SIGNAL_NAMES[self.stop.signal_number].split()[0]
+            resume = f"Resume with: {resume_command(self.run_dir)}" if self.chief else \
+                "The chief's run folder holds the run: resume it on every worker with --resume RUN_DIR"
             raise TrainingStopped(f"stopped by {name} at step {self.step} (epoch {self.epoch}); checkpoint saved. "
-                                  f"Resume with: {resume_command(self.run_dir)}",
-                                  exit_code=128 + self.stop.signal_number)
+                                  f"{resume}", exit_code=128 + self.stop.signal_number)
 
     def write_final_file(self, path: Path, write: Callable[[], None]) -> None:
         try:
