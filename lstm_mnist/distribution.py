@@ -26,7 +26,9 @@ gradients would come out R times too large (and unevenly weighted when the last 
 split evenly). So each replica divides its sum by B (train.loss_and_accuracy's batch_size, as
 tf.nn.compute_average_loss does): its share of the batch's mean. The shares add up to the mean,
 and their gradients to its gradient. The replicas compute what one device computes, up to the
-order of float32 additions; tests/test_distribution.py compares the weights after a run.
+order of float32 additions; tests/test_distribution.py compares the weights after a run. Except
+with --dropout: Keras mirrors the state of the generator that draws the masks, so every replica
+draws the same masks for its share, where one device draws different ones for all B images.
 
 What all-reduce does. Each replica contributes a list of tensors and all of them receive the
 elementwise sum: one reduction, its result delivered to all. Between the devices of one machine
