@@ -6,7 +6,7 @@ The training loop creates a Dashboard only when TensorBoard is on
     start_of_run(summary)   once, at step 0 of a new run: TEXT (config, model summary),
                             HPARAMS, the Keras layer graph, the sample-inputs picture
     before_step(step)       the first compiled call of a new run (ten training steps,
-                            train.several_steps_per_call) is traced for the GRAPHS tab;
+                            steps.several_steps_per_call) is traced for the GRAPHS tab;
                             with --profile, a few steps are profiled
     after_step(...)         every log_every_steps steps: step scalars and throughput
     end_of_epoch(...)       every epoch: loss and accuracy; every summary_every_epochs

@@ -187,26 +187,21 @@ def training_data(splits: Splits, seed: tuple[int, int], shift_pixels: int, pixe
     ran before: a rerun or a resumed run sees the same batches, shifted the same way.
     """
     rng = np.random.default_rng(seed)
-    shuffled = rng.permutation(len(splits.y_train))  # (N,): the same order make_dataset would give
+    shuffled = rng.permutation(len(splits.y_train))  # (N,): each image once, in an order drawn from (seed, epoch)
     images = splits.train_images[shuffled]  # uint8 [N, 28, 28], one copy a quarter the size of the float32 one
     if shift_pixels:
         images = random_shifts(images, shift_pixels, rng)
     return images_to_sequences(images, pixels_per_step, order), splits.y_train[shuffled]
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed=None):
-    """A tf.data pipeline of (x, y) batches: float32 [B, T, F] and int32 [B].
+def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int):
+    """A tf.data pipeline of (x, y) batches, in order: float32 [B, T, F] and int32 [B], for evaluation.
 
-    shuffle_seed: None keeps the order (evaluation); (seed, epoch) gives the
-    order training_data gives that epoch, without the shifts (the training loop
-    itself uses training_data: its batches come from NumPy, k at a time).
-    The last batch may be smaller than batch_size; every image is used.
+    The last batch may be smaller than batch_size; every image is used. (Training
+    takes its batches from training_data, in NumPy, k at a time: see steps.py.)
     """
     import tensorflow as tf  # here, not at the top: importing this module stays instant
 
-    if shuffle_seed is not None:
-        order = np.random.default_rng(shuffle_seed).permutation(len(x))
-        x, y = x[order], y[order]
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 

@@ -285,7 +285,7 @@ def is_chief(strategy) -> bool:
 
 
 # ---------------------------------------------------------------------------
-# Inside the compiled training call (train.several_steps_per_call and make_train_step)
+# Inside the compiled training call (steps.several_steps_per_call and train.make_train_step)
 # ---------------------------------------------------------------------------
 
 

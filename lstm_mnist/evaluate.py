@@ -3,7 +3,7 @@
 `evaluate_run` reloads the run's model and evaluates it exactly as training
 did at its end: the same data (checked by its fingerprint), the same split,
 the same batches, the same compiled evaluation step (train.make_eval_step)
-and the same running means (train.Means). So the accuracy it reports is the
+and the same running means (steps.Means). So the accuracy it reports is the
 one in the run's metrics.json, to the last bit, and a difference would mean
 that the model file or the data is not what the run used.
 
@@ -54,7 +54,8 @@ def evaluate_run(run_dir, which: str = TEST, data: str | None = None, cache_dir:
     the same data, byte for byte. Raises OneLineError subclasses (one line).
     """
     from lstm_mnist.data import default_cache_dir, load_mnist, make_dataset, pixel_order, split_mnist
-    from lstm_mnist.train import Means, evaluate, make_eval_step
+    from lstm_mnist.steps import Means
+    from lstm_mnist.train import evaluate, make_eval_step
 
     record = read_finished_run(run_dir)  # refuses a bad folder before TensorFlow is imported
     config = record.config

@@ -11,12 +11,13 @@ The story of `train_and_evaluate`, top to bottom:
 
 The loop is written by hand, not `model.fit`, so that the gradient, its norm, the
 clipping and the update are each one visible line (`make_train_step`). It is also
-faster than `model.fit` (scripts/benchmark.py): `several_steps_per_call` runs ten
-of those steps per compiled call, the one optimisation here that is not the plot.
+as fast as `model.fit` (scripts/benchmark.py): `several_steps_per_call` (steps.py)
+runs ten of those steps per compiled call, the one optimisation that is not the plot.
 What a long run needs besides (run folder, checkpoints, Ctrl-C, --resume,
 TensorBoard) is behind `run` (run.py); training on several GPUs or machines is
 behind `strategy` (distribution.py), entered in two places: the model and Adam
-are made inside `strategy.scope()`, and each step runs through `strategy.run`.
+are made inside `strategy.scope()`, and each step runs through `strategy.run`
+(steps.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from lstm_mnist.config import Config
 from lstm_mnist.data import default_cache_dir, load_mnist, make_dataset, pixel_order, split_mnist, training_data
 from lstm_mnist.model import build_model
 from lstm_mnist.run import Run, StopRequests
+from lstm_mnist.steps import STEPS_PER_CALL, Means, several_steps_per_call
 
 
 class TrainResult(NamedTuple):
@@ -120,73 +122,11 @@ def make_eval_step(model: keras.Model):
     return eval_step
 
 
-class Means:
-    """Running means of the loss and the accuracy over every example seen since reset()."""
-
-    def __init__(self):
-        self.loss, self.accuracy = keras.metrics.Mean(), keras.metrics.Mean()
-        # The running totals and counts, saved in checkpoints so that a resumed epoch's means stay exact.
-        self.variables = [*self.loss.variables, *self.accuracy.variables]
-
-    @tf.function(reduce_retracing=True)  # one compiled call per step: 0.23 ms instead of 0.78 ms eagerly
-    def update(self, loss, accuracy, batch_size: int) -> None:
-        # Weighted by the batch size, so a smaller last batch counts as many examples as it holds.
-        self.loss.update_state(loss, sample_weight=batch_size)
-        self.accuracy.update_state(accuracy, sample_weight=batch_size)
-
-    def reset(self) -> None:
-        self.loss.reset_state()
-        self.accuracy.reset_state()
-
-    def result(self) -> dict | None:
-        """{"loss": ..., "accuracy": ...}, or None if no example was seen (--val-size 0)."""
-        if float(self.loss.count) == 0:
-            return None
-        return {"loss": float(self.loss.result()), "accuracy": float(self.accuracy.result())}
-
-
-# Steps per compiled call. 10 measured best here (scripts/benchmark.py); Keras's model.fit runs 1 by default.
-STEPS_PER_CALL = 10
-
-
-def several_steps_per_call(train_step, means: Means, optimizer, input_shape: tuple, strategy=None):
-    """Speed, not maths: k consecutive training steps in one compiled call (Keras's `steps_per_execution`).
-
-    x float32 [k, B, T, F], y int32 [k, B]: k batches -> float32 [k, 4], each step's loss, accuracy,
-    gradient norm and learning rate (for the NaN guard, the progress bar and TensorBoard).
-    Calling train_step once per batch from Python costs a trip through Python and the runtime and four
-    waits for the result per step; here they happen once per k steps, and the epoch's means are updated
-    inside the call. Each step is the same `train_step`, so the weights come out bit for bit the same
-    however the steps are grouped (tests/test_fast_loop.py checks it), and a resumed run still matches.
-    Measured on 2 CPU cores: 1.1-1.2 times less CPU per image than one call per step (scripts/benchmark.py).
-    input_shape: (T, F), one image's; one trace serves every k and every batch size.
-    strategy: a tf.distribute strategy (distribution.py), which runs each step on every replica, on its
-    share of the batch; by default tf.distribute's default strategy, one device, which changes nothing.
-    """
-    strategy = strategy or tf.distribute.get_strategy()
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, *input_shape], tf.float32),
-                                  tf.TensorSpec([None, None], tf.int32)])
-    def train_steps(x, y):
-        steps, batch_size = tf.shape(y)[0], tf.shape(y)[1]
-        per_step = tf.TensorArray(tf.float32, size=steps)
-        for i in tf.range(steps):
-            shares = distribution.split_batch(strategy, x[i], y[i])  # each replica's part of the batch, and B
-            per_replica = strategy.run(train_step, args=shares)  # the step, on every replica at once
-            loss, accuracy, gradient_norm = distribution.whole_batch(strategy, per_replica)
-            means.update(loss, accuracy, batch_size=batch_size)
-            learning_rate = tf.convert_to_tensor(optimizer.learning_rate, tf.float32)  # the rate for the next step
-            per_step = per_step.write(i, tf.stack([loss, accuracy, gradient_norm, learning_rate]))
-        return per_step.stack()  # (k, 4)
-
-    return train_steps
-
-
 def train_epoch(train_steps, batches, means: Means, after_steps: Callable) -> dict:
     """One gradient step per batch; returns the epoch's mean loss and accuracy.
 
     batches: k consecutive batches at a time, x float32 [k, B, T, F] and y int32 [k, B],
-    and train_steps takes a step on each (see several_steps_per_call).
+    and train_steps takes a step on each (steps.several_steps_per_call).
     means: zero at a fresh epoch, as the checkpoint left them in a resumed one.
     """
     for x, y in batches:

@@ -313,8 +313,8 @@ def step_parts(args) -> dict:
 
     from lstm_mnist.config import Config
     from lstm_mnist.model import build_model
-    from lstm_mnist.train import (STEPS_PER_CALL, Means, learning_rate_schedule, loss_and_accuracy,
-                                  make_train_step, several_steps_per_call)
+    from lstm_mnist.steps import STEPS_PER_CALL, Means, several_steps_per_call
+    from lstm_mnist.train import learning_rate_schedule, loss_and_accuracy, make_train_step
 
     config = Config(units=args.units)
     steps = args.step_count

@@ -247,7 +247,8 @@ tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU"
 from lstm_mnist import mixed_precision
 from lstm_mnist.config import Config
 from lstm_mnist.model import build_model
-from lstm_mnist.train import Means, learning_rate_schedule, several_steps_per_call
+from lstm_mnist.steps import Means, several_steps_per_call
+from lstm_mnist.train import learning_rate_schedule
 config = Config(units=8, clip_norm=0.2, learning_rate=1e-2)
 x = np.random.default_rng(0).random((9, 16, 28, 28), dtype=np.float32)  # 9 batches of 16 images
 y = np.random.default_rng(1).integers(0, 10, (9, 16)).astype(np.int32)

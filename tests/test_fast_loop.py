@@ -22,8 +22,8 @@ from lstm_mnist.data import images_to_sequences, make_dataset, random_shifts, sp
 from lstm_mnist.errors import OneLineError
 from lstm_mnist.model import build_model
 from lstm_mnist.run import Run
-from lstm_mnist.train import (Means, learning_rate_schedule, make_train_step, several_steps_per_call,
-                              train_and_evaluate)
+from lstm_mnist.steps import Means, several_steps_per_call
+from lstm_mnist.train import learning_rate_schedule, make_train_step, train_and_evaluate
 
 BATCH = 16
 # A clip norm below the gradient norms of these steps (0.24 to 0.50), so that clipping acts on every step.
