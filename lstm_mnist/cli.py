@@ -40,8 +40,7 @@ import numpy as np
 from lstm_mnist import distribution, durable
 from lstm_mnist.config import Config, flag
 from lstm_mnist.errors import OneLineError, plain_reason
-# import_tensorflow_quietly and friends live in quiet.py (the library uses them too); named here as before.
-from lstm_mnist.quiet import import_tensorflow_quietly, is_startup_chatter, native_stderr_filtered  # noqa: F401
+from lstm_mnist.quiet import import_tensorflow_quietly
 from lstm_mnist.run import (RunLock, StopRequests, TrainingStopped, load_run_config, merge_resume_flags,
                             read_index)
 

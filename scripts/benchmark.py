@@ -308,7 +308,6 @@ def logging_table(result: dict) -> tuple[str, dict]:
 def step_parts(args) -> dict:
     """CPU and wall milliseconds per step of nested parts of the training step, on the same batches."""
     import keras
-    import numpy as np
     import tensorflow as tf
 
     from lstm_mnist.config import Config

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lstm_mnist.cli import build_parser, config_from_args, is_startup_chatter
+from lstm_mnist.cli import build_parser, config_from_args
+from lstm_mnist.quiet import is_startup_chatter
 from lstm_mnist.config import Config, flag
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -35,7 +35,6 @@ from lstm_mnist.figures import (
     sample_inputs_figure,
 )
 from lstm_mnist.gates import fused_weights, lstm_gate_activations, lstm_layers, model_gate_activations, split_gates
-from lstm_mnist.lstm_cell import Gates
 from lstm_mnist.model import build_model
 from lstm_mnist.reading import can_read_row_by_row, probabilities_after_each_row, settled_row
 from lstm_mnist.summaries import (
