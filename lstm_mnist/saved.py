@@ -300,7 +300,7 @@ def preprocess(images, config: Config | None = None) -> np.ndarray:
         low, high = int(array.min()), int(array.max())
         if low < 0 or high > 255:
             raise ImageError(f"integer images must hold pixel values 0..255, got values from {low} to {high}")
-        return array.astype(np.float32) / np.float32(255.0)
+        return read_as(array.astype(np.float32) / np.float32(255.0), config)
     if not np.all(np.isfinite(array)):
         raise ImageError("images hold NaN or infinite values")
     low, high = float(array.min()), float(array.max())
@@ -309,7 +309,12 @@ def preprocess(images, config: Config | None = None) -> np.ndarray:
                   if low >= 0.0 and high <= 255.0 else "scale them into [0, 1]")
         raise ImageError(f"float images must be in [0, 1] (black 0, white ink 1), got values from "
                          f"{low:g} to {high:g}; {advice}")
-    return array.astype(np.float32) if config is None else as_read_by(config, array.astype(np.float32))
+    return read_as(array.astype(np.float32), config)
+
+
+def read_as(images: np.ndarray, config: Config | None) -> np.ndarray:
+    """float32 [N, 28, 28] in [0, 1] -> as `config`'s run reads them (as_read_by); unchanged without a config."""
+    return images if config is None else as_read_by(config, images)
 
 
 def as_read_by(config: Config, images: np.ndarray) -> np.ndarray:

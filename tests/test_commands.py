@@ -304,6 +304,18 @@ def test_preprocess_accepts_bytes_and_floats_and_refuses_the_rest(mnist):
     assert issubclass(ImageError, ValueError) and issubclass(ImageError, OneLineError)
 
 
+def test_preprocess_with_a_runs_config_cuts_the_images_as_that_run_reads_them(mnist):
+    """Bytes and floats alike become [N, T, F] in the run's order: what split_mnist gave that run."""
+    from lstm_mnist.data import images_to_sequences, pixel_order
+
+    digits = mnist.x_test[:4]  # uint8 (4, 28, 28)
+    config = Config(pixels_per_step=56, permute_pixels=True, permutation_seed=3)
+    expected = images_to_sequences(digits, 56, pixel_order(True, 3))  # (4, 14, 56)
+    for images in (digits, digits / np.float32(255)):
+        np.testing.assert_array_equal(preprocess(images, config), expected)
+    np.testing.assert_array_equal(preprocess(digits, Config()), preprocess(digits))  # the default reading: as is
+
+
 def test_load_run_gives_the_model_and_config(tiny_finished_run, mnist):
     model, config = load_run(tiny_finished_run)
     assert config == Config(**{k: v for k, v in json.loads((tiny_finished_run / "config.json").read_text()).items()
