@@ -88,11 +88,15 @@ def images_to_sequences(images: np.ndarray, pixels_per_step: int = FEATURES,
     row-major order (after `order` has rearranged them, if given). With the
     defaults (K = 28, no order) this is the image itself: timestep t = row t.
     """
+    return cut_into_timesteps(images, pixels_per_step, order).astype(np.float32) / 255.0
+
+
+def cut_into_timesteps(images: np.ndarray, pixels_per_step: int, order: np.ndarray | None) -> np.ndarray:
+    """[N, 28, 28] -> [N, 784 / K, K], any dtype: the cutting of images_to_sequences, without the scaling."""
     pixels = images.reshape(len(images), IMAGE_PIXELS)  # (N, 28, 28) -> (N, 784), row-major
     if order is not None:
         pixels = pixels[:, order]  # (N, 784) -> (N, 784), the i-th pixel read is pixel order[i]
-    sequences = pixels.reshape(len(images), IMAGE_PIXELS // pixels_per_step, pixels_per_step)  # (N, 784) -> (N, T, K)
-    return sequences.astype(np.float32) / 255.0
+    return pixels.reshape(len(images), IMAGE_PIXELS // pixels_per_step, pixels_per_step)  # (N, 784) -> (N, T, K)
 
 
 def sequences_as_pictures(sequences: np.ndarray) -> np.ndarray:

@@ -319,10 +319,7 @@ def read_as(images: np.ndarray, config: Config | None) -> np.ndarray:
 
 def as_read_by(config: Config, images: np.ndarray) -> np.ndarray:
     """float32 [N, 28, 28] in [0, 1] -> float32 [N, T, F]: cut as data.split_mnist cuts a run's images."""
-    from lstm_mnist.data import pixel_order
+    from lstm_mnist.data import cut_into_timesteps, pixel_order
 
-    pixels = images.reshape(len(images), TIMESTEPS * FEATURES)  # (N, 28, 28) -> (N, 784), row-major
-    order = pixel_order(config.permute_pixels, config.permutation_seed)
-    if order is not None:
-        pixels = pixels[:, order]  # the run's fixed shuffled order
-    return pixels.reshape(len(images), config.timesteps, config.features)  # (N, 784) -> (N, T, F)
+    return cut_into_timesteps(images, config.pixels_per_step, pixel_order(config.permute_pixels,
+                                                                           config.permutation_seed))
