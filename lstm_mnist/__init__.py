@@ -7,7 +7,7 @@ Read the package in three tiers:
    (the train step, an epoch, an evaluation, the driver).
 2. Inside the LSTM: lstm_cell.py -> bptt.py -> gates.py -> reading.py -> gradient_flow.py.
 3. Instruments, read when needed: dashboard.py, summaries.py and figures.py
-   (TensorBoard), mnist_files.py (where MNIST's bytes come from), run.py (the
+   (TensorBoard), mnist_files.py (load_mnist: where MNIST's bytes come from), run.py (the
    run folder, checkpoints, Ctrl-C, --resume), steps.py (ten steps per compiled
    call, the running means), distribution.py (--strategy), mixed_precision.py, durable.py
    and errors.py, cli.py and config_checks.py (the command and its checks);

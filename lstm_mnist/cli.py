@@ -320,11 +320,11 @@ def predict_command(args: argparse.Namespace, stop: StopRequests) -> int:
 
 def test_digits(record, indices: list[int], data: str | None) -> list:
     """MNIST test images by index, named with their true digit."""
-    from lstm_mnist.data import default_cache_dir, images_to_sequences, load_mnist
+    from lstm_mnist.data import images_to_sequences
+    from lstm_mnist.mnist_files import load_mnist
     from lstm_mnist.predict import Digit
 
-    mnist = load_mnist(record.config.data if data is None else data, cache_dir=default_cache_dir(),
-                       log=lambda line: None)
+    mnist = load_mnist(record.config.data if data is None else data, log=lambda line: None)
     count = len(mnist.x_test)
     for index in indices:
         if not 0 <= index < count:

@@ -1,13 +1,10 @@
 """Every setting of a run, in one place.
 
-The `Config` dataclass below is the single source of settings: the command-line
-flags of `lstm-mnist train` are generated from its fields (see `cli.py`), each
-run writes the resolved `Config` to `config.json`, and the library functions
-take a `Config` rather than reading globals. Each field's `help` text is the
-one-line reason for its default and is what `--help` prints.
-
-The geometry of the data is named here once, so no bare 28 or 10 appears
-anywhere else in the package.
+`Config` is the single source of settings: the flags of `lstm-mnist train` are
+generated from its fields (cli.py), each run writes it to `config.json`, and the
+library takes a `Config` rather than reading globals. Each field's `help` is the
+one-line reason for its default, and what `--help` prints. The geometry of the
+data is named here once, so no bare 28 or 10 appears anywhere else.
 """
 
 from __future__ import annotations
@@ -51,8 +48,7 @@ class Config:
     Defaults follow the classic TF1 tutorial (one LSTM of 128 units with
     forget-gate bias 1, Adam, batch 128, a 55k/5k/10k split) with a modern
     learning-rate schedule and training images shifted by up to 2 pixels,
-    which reach 99% test accuracy in 6 epochs (a few minutes on a laptop CPU;
-    the README's "The recipe" has the evidence).
+    which reach 99% test accuracy in 6 epochs (the README's "The recipe").
     """
 
     # --- Data ---------------------------------------------------------------
@@ -66,12 +62,8 @@ class Config:
         "images held out for validation: the first N of the 60,000 training images, "
         "as TF1's read_data_sets did",
     )
-    train_examples: int = setting(
-        0, "train on only the first N training images (0 = all); for quick experiments"
-    )
-    test_examples: int = setting(
-        0, "evaluate on only the first N test images (0 = all 10,000); for quick experiments"
-    )
+    train_examples: int = setting(0, "train on only the first N training images (0 = all); for quick experiments")
+    test_examples: int = setting(0, "evaluate on only the first N test images (0 = all 10,000); for quick experiments")
     pixels_per_step: int = setting(
         FEATURES,
         "pixels read at each timestep, in row-major order: 28 = one row per step (28 steps), "
@@ -90,15 +82,9 @@ class Config:
     cell: str = setting("lstm", "recurrent cell that reads the rows", choices=CELL_TYPES)
     units: int = setting(128, "hidden units per recurrent layer (the classic tutorial's 128)")
     layers: int = setting(1, "number of stacked recurrent layers")
-    bidirectional: bool = setting(
-        False, "also read the rows bottom to top and join both final states"
-    )
-    dropout: float = setting(
-        0.0, "dropout rate on the inputs of every layer after the first (0 = off)"
-    )
-    peepholes: bool = setting(
-        False, "scratch cell only: let the gates look at the cell state (peephole connections)"
-    )
+    bidirectional: bool = setting(False, "also read the rows bottom to top and join both final states")
+    dropout: float = setting(0.0, "dropout rate on the inputs of every layer after the first (0 = off)")
+    peepholes: bool = setting(False, "scratch cell only: let the gates look at the cell state (peephole connections)")
     recurrent_projection: int = setting(
         0,
         "scratch cell only: project the hidden state fed back to the gates down to N numbers "
@@ -119,20 +105,14 @@ class Config:
     # --- Optimisation ----------------------------------------------------------
     epochs: int = setting(6, "passes over the training set")
     batch_size: int = setting(128, "images per gradient step (the classic tutorial's 128)")
-    learning_rate: float = setting(
-        7e-3, "Adam's peak learning rate (reached after warmup when lr_schedule=cosine)"
-    )
+    learning_rate: float = setting(7e-3, "Adam's peak learning rate (reached after warmup when lr_schedule=cosine)")
     lr_schedule: str = setting(
         "cosine",
         "cosine: linear warmup then cosine decay to zero; constant: the classic fixed rate",
         choices=LR_SCHEDULES,
     )
-    warmup_epochs: float = setting(
-        0.5, "epochs of linear warmup from 0 to the peak rate (cosine schedule only)"
-    )
-    clip_norm: float = setting(
-        1.0, "clip gradients to this global norm, which keeps early LSTM steps stable (0 = off)"
-    )
+    warmup_epochs: float = setting(0.5, "epochs of linear warmup from 0 to the peak rate (cosine schedule only)")
+    clip_norm: float = setting(1.0, "clip gradients to this global norm, which keeps early LSTM steps stable (0 = off)")
     seed: int = setting(0, "seeds Python, NumPy and TensorFlow once at the start of the run")
     deterministic: bool = setting(
         False, "make TensorFlow's ops deterministic: the same seed then gives identical weights (slower on a GPU)"
@@ -190,9 +170,7 @@ class Config:
         "(needs pip install tensorboard-plugin-profile)",
     )
 
-    checkpoint_every_steps: int = setting(
-        0, "also save a checkpoint every N steps (0 = only at the end of each epoch)"
-    )
+    checkpoint_every_steps: int = setting(0, "also save a checkpoint every N steps (0 = only at the end of each epoch)")
 
     def validate(self) -> None:
         """Raise ValueError, naming the flag, for a value of the wrong type or out of range (config_checks.py)."""

@@ -41,7 +41,6 @@ from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2
 
 from lstm_mnist.config import FEATURES, Config
-from lstm_mnist.data import sequences_as_pictures
 from lstm_mnist.durable import sync_folder, write_bytes
 from lstm_mnist.errors import plain_reason
 from lstm_mnist.figures import (
@@ -50,6 +49,7 @@ from lstm_mnist.figures import (
     misclassified_figure,
     reading_row_by_row_figure,
     sample_inputs_figure,
+    sequences_as_pictures,
 )
 from lstm_mnist.gates import model_gate_activations
 from lstm_mnist.reading import can_read_row_by_row, probabilities_after_each_line, settled_row

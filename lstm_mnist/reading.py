@@ -72,7 +72,7 @@ def probabilities_after_each_row(model: keras.Model, pixel_rows) -> np.ndarray:
 def probabilities_after_each_line(model: keras.Model, sequences) -> np.ndarray:
     """Class probabilities after each line of 28 pixels read: float32 [B, T, F] -> float32 [B, 28, 10].
 
-    Line l is line l of `data.sequences_as_pictures(sequences)` (image row l
+    Line l is line l of `figures.sequences_as_pictures(sequences)` (image row l
     unless --permute-pixels); result[:, l] is the answer after the timestep
     that reads the last pixel of line l. With the default reading a line is
     a timestep, and this is `probabilities_after_each_row`; with more than 28

@@ -1,23 +1,18 @@
 """Training: the train step, an epoch, an evaluation, and the driver that runs them.
 
-The story of `train_and_evaluate`, top to bottom:
-
-    Setup     the devices (one, or several replicas: distribution.py); seed Python, NumPy and TensorFlow once
-    Data      load MNIST, split it 55k/5k/10k, each image a sequence of 28 rows (data.py)
-    Model     build the LSTM; Adam with a warmup + cosine learning rate
-    Train     for each epoch: the training images shuffled and shifted, a step on
-              every batch, then the validation set
-    Evaluate  the test set, once, after training
+`train_and_evaluate` reads top to bottom: Setup (devices, seeds), Data (data.py),
+Model (model.py; Adam with a warmup + cosine learning rate), Train (each epoch a
+step on every batch of shuffled, shifted images, then the validation set) and
+Evaluate (the test set, once, after training).
 
 The loop is written by hand, not `model.fit`, so that the gradient, its norm, the
-clipping and the update are each one visible line (`make_train_step`). It is also
-as fast as `model.fit` (scripts/benchmark.py): `several_steps_per_call` (steps.py)
-runs ten of those steps per compiled call, the one optimisation that is not the plot.
-What a long run needs besides (run folder, checkpoints, Ctrl-C, --resume,
-TensorBoard) is behind `run` (run.py); training on several GPUs or machines is
-behind `strategy` (distribution.py), entered in two places: the model and Adam
-are made inside `strategy.scope()`, and each step runs through `strategy.run`
-(steps.py).
+clipping and the update are each one visible line (`make_train_step`). Three things
+sit one call away: `several_steps_per_call` (steps.py), ten steps per compiled call,
+the one optimisation that is not the plot (with it the loop is as fast as
+`model.fit`: scripts/benchmark.py); `Run` (run.py), the rest a long run needs: run
+folder, checkpoints, Ctrl-C, --resume, TensorBoard; and `strategy` (distribution.py),
+for several GPUs or machines: the model and Adam are made in `strategy.scope()`, and
+each step runs through `strategy.run` (steps.py).
 """
 
 from __future__ import annotations
@@ -33,7 +28,8 @@ import tensorflow as tf
 
 from lstm_mnist import distribution, mixed_precision
 from lstm_mnist.config import Config
-from lstm_mnist.data import default_cache_dir, load_mnist, make_dataset, pixel_order, split_mnist, training_data
+from lstm_mnist.data import make_dataset, pixel_order, split_mnist, training_data
+from lstm_mnist.mnist_files import load_mnist
 from lstm_mnist.model import build_model
 from lstm_mnist.run import Run, StopRequests
 from lstm_mnist.steps import STEPS_PER_CALL, Means, several_steps_per_call
@@ -50,31 +46,24 @@ class TrainResult(NamedTuple):
 def learning_rate_schedule(config: Config, steps_per_epoch: int):
     """Adam's learning rate as a function of the step: `constant` (the classic tutorial's), or `cosine`:
 
-    rise linearly from 0 to `learning_rate` over `warmup_epochs`, then follow
-    half a cosine down to 0 at the last step. Warmup lets Adam's moment estimates
-    settle before the large steps; the decay anneals into a minimum. With the
-    default recipe it reaches 99% in 6 epochs, where the classic constant 1e-3
-    stays near 98.5% after 10-12 (README, "The recipe").
+    rise linearly from 0 to `learning_rate` over `warmup_epochs`, then follow half a cosine down to 0
+    at the last step. Warmup lets Adam's moment estimates settle before the large steps; the decay
+    anneals into a minimum: 99% in 6 epochs, where the classic constant 1e-3 stays near 98.5% after
+    10-12 (README, "The recipe").
     """
     if config.lr_schedule == "constant":
         return config.learning_rate
     total_steps = config.epochs * steps_per_epoch
     warmup_steps = min(int(config.warmup_epochs * steps_per_epoch), total_steps - 1)
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0,
-        warmup_target=config.learning_rate,
-        warmup_steps=warmup_steps,
-        decay_steps=total_steps - warmup_steps,
-        alpha=0.0,
-    )
+    return keras.optimizers.schedules.CosineDecay(initial_learning_rate=0.0, warmup_target=config.learning_rate,
+                                                  warmup_steps=warmup_steps, decay_steps=total_steps - warmup_steps)
 
 
 def loss_and_accuracy(y, logits, batch_size=None):
     """A batch's mean cross-entropy and fraction right, float32 []: y int32 [b], logits float32 [b, 10].
 
-    batch_size: B, the images of the whole batch; by default b, all of them here. On several
-    replicas (distribution.py) each holds b of the B images and returns its share of the means,
-    its sums divided by B: added up over the replicas, the shares are the batch's means.
+    batch_size: B, the images of the whole batch (default b). On several replicas (distribution.py) each
+    holds b of the B images and returns its sums divided by B: added up, the shares are the batch's means.
     """
     batch_size = tf.cast(tf.shape(y)[0] if batch_size is None else batch_size, tf.float32)
     losses = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)  # (b,)
@@ -86,9 +75,8 @@ def loss_and_accuracy(y, logits, batch_size=None):
 def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, clip_norm: float):
     """A compiled step: x float32 [B, T, F], y int32 [B] -> mean loss, accuracy, gradient norm (unclipped).
 
-    On several replicas each runs it on its share, b of the batch's B images (batch_size = B), and
-    returns its shares of the loss and accuracy; the gradients are summed over the replicas
-    (all-reduce) before their norm is taken, so every replica takes the step one device would.
+    On several replicas each runs it on its b of the batch's B images (batch_size = B); their gradients
+    are summed (all-reduce) before the norm is taken, so every replica takes the step one device would.
     """
     distribution.step_sums_the_gradients(optimizer)  # the step below sums them, so the optimizer must not
 
@@ -125,9 +113,8 @@ def make_eval_step(model: keras.Model):
 def train_epoch(train_steps, batches, means: Means, after_steps: Callable) -> dict:
     """One gradient step per batch; returns the epoch's mean loss and accuracy.
 
-    batches: k consecutive batches at a time, x float32 [k, B, T, F] and y int32 [k, B],
-    and train_steps takes a step on each (steps.several_steps_per_call).
-    means: zero at a fresh epoch, as the checkpoint left them in a resumed one.
+    batches: k batches at a time, x float32 [k, B, T, F] and y int32 [k, B]; train_steps takes a step on
+    each (steps.several_steps_per_call). means: zero at a fresh epoch, as the checkpoint left them on resume.
     """
     for x, y in batches:
         per_step = train_steps(x, y)  # (k, 4): loss, accuracy, gradient norm, learning rate of each step
@@ -158,14 +145,12 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print, cache
     # --- Setup: first the devices (TensorFlow allows it only before it runs anything): --strategy
     # default is one device; mirrored and multi_worker make replicas of the model (distribution.py).
     strategy = distribution.strategy_for(config, log)
-    # The one place randomness is seeded (Python's random, NumPy, TensorFlow).
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        # Deterministic kernels (an error for ops with none): the same seed gives bit-identical weights.
+    keras.utils.set_random_seed(config.seed)  # the one place Python's random, NumPy and TensorFlow are seeded
+    if config.deterministic:  # deterministic kernels (an error for ops with none): same seed, bit-identical weights
         tf.config.experimental.enable_op_determinism()
 
     # --- Data: images become sequences of rows (data.py).
-    mnist = load_mnist(config.data, cache_dir=cache_dir or default_cache_dir(), log=log)
+    mnist = load_mnist(config.data, cache_dir=cache_dir, log=log)  # the raw uint8 arrays (mnist_files.py)
     order = pixel_order(config.permute_pixels, config.permutation_seed)  # None: row-major, the default
     splits = split_mnist(mnist, config.val_size, config.train_examples, config.test_examples,
                          config.pixels_per_step, order)
@@ -210,6 +195,5 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print, cache
 
         # --- Evaluate: the test set, touched once, after training.
         test, _ = evaluate(eval_step, test_set, test_means)
-        # The last epoch's means: as the loop left them, or as the checkpoint kept them.
-        metrics = run.finish(train_means.result(), validation_means.result(), test)
+        metrics = run.finish(train_means.result(), validation_means.result(), test)  # the last epoch's means
     return TrainResult(model, run.run_dir, metrics)

@@ -197,9 +197,10 @@ def run_fit(config, splits, on_event=None) -> tuple[list[dict], object]:
 
 
 def load_splits(config, cache_dir=None):
-    from lstm_mnist.data import default_cache_dir, load_mnist, split_mnist
+    from lstm_mnist.data import split_mnist
+    from lstm_mnist.mnist_files import load_mnist
 
-    mnist = load_mnist(config.data, cache_dir=cache_dir or default_cache_dir(), log=lambda line: None)
+    mnist = load_mnist(config.data, cache_dir=cache_dir, log=lambda line: None)
     return split_mnist(mnist, config.val_size, config.train_examples, config.test_examples)
 
 

@@ -92,7 +92,8 @@ def main(argv=None) -> int:
     import keras
     import numpy as np
 
-    from lstm_mnist.data import load_mnist, split_mnist
+    from lstm_mnist.data import split_mnist
+    from lstm_mnist.mnist_files import load_mnist
     from lstm_mnist.lstm_cell import lstm_forward
 
     try:

@@ -65,10 +65,15 @@ RECIPE = dict(
 DEFAULT_LENGTHS = (28, 56, 112, 196, 392)
 
 
-def parse_arguments(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS),
-                        help="sequence lengths T to compare; each must divide 784 (default: %(default)s)")
+def parse_arguments(argv, description: str = __doc__, one_length: bool = False):
+    """why_lstm.py's flags; with one_length (scripts/gradient_flow.py), --length T instead of --lengths and --flow-length."""
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
+    if one_length:
+        parser.add_argument("--length", type=int, default=DEFAULT_LENGTHS[-1],
+                            help="the sequence length T of the runs and the picture (default %(default)s)")
+    else:
+        parser.add_argument("--lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS),
+                            help="sequence lengths T to compare; each must divide 784 (default: %(default)s)")
     parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS),
                         help="cells to compare (default: all four)")
     parser.add_argument("--epochs", type=int, default=4, help="passes over the training set, every run (default 4)")
@@ -76,8 +81,9 @@ def parse_arguments(argv):
                         help="Adam's peak learning rate, every run (default 3e-3)")
     parser.add_argument("--units", type=int, default=128, help="hidden units of every cell (default 128)")
     parser.add_argument("--seed", type=int, default=0, help="seeds every run's weights and batch order (default 0)")
-    parser.add_argument("--flow-length", type=int, default=392,
-                        help="the T at which the gradient flow is drawn; one of --lengths (default 392)")
+    if not one_length:
+        parser.add_argument("--flow-length", type=int, default=392,
+                            help="the T at which the gradient flow is drawn; one of --lengths (default 392)")
     parser.add_argument("--flow-images", type=int, default=1000,
                         help="validation images the gradient flow is averaged over (default 1000)")
     parser.add_argument("--train-examples", type=int, default=0, help="train on the first N images only (0 = all)")
@@ -89,9 +95,11 @@ def parse_arguments(argv):
     parser.add_argument("--output-dir", type=Path, default=ROOT / "docs" / "images",
                         help="where why_lstm.png and gradient_flow.png go (default docs/images)")
     arguments = parser.parse_args(argv)
+    if one_length:
+        arguments.lengths, arguments.flow_length = [arguments.length], arguments.length
     wrong = [length for length in arguments.lengths if IMAGE_PIXELS % length]
     if wrong:
-        parser.error(f"--lengths must divide {IMAGE_PIXELS} (T = 784 / pixels per step), got {wrong}; "
+        parser.error(f"--{'length' if one_length else 'lengths'} must divide {IMAGE_PIXELS} (T = 784 / pixels per step), got {wrong}; "
                      f"possible: {', '.join(str(IMAGE_PIXELS // k) for k in reversed(PIXELS_PER_STEP_CHOICES))}")
     if arguments.flow_length not in arguments.lengths:
         parser.error(f"--flow-length must be one of --lengths {arguments.lengths}, got {arguments.flow_length}")
@@ -135,7 +143,7 @@ def train_or_read(config: Config) -> dict:
     tag = f"[{config.name}]"
     if (run_dir / "config.json").exists():
         if saved_config(run_dir) != config:
-            raise SystemExit(f"why_lstm.py: {run_dir} holds a run with other settings; "
+            raise SystemExit(f"{Path(sys.argv[0]).name}: {run_dir} holds a run with other settings; "
                              "pass a new --log-dir (or delete that folder)")
         if (run_dir / "metrics.json").exists():
             print(f"{tag} finished earlier: read back {run_dir / 'metrics.json'}")
@@ -185,7 +193,8 @@ def gradient_flow(arguments, results: list[dict]) -> dict:
     """mean ||dL/dx_t|| per timestep at --flow-length, each cell freshly built and trained; and LSTM forget gates."""
     import keras
 
-    from lstm_mnist.data import images_to_sequences, load_mnist
+    from lstm_mnist.data import images_to_sequences
+    from lstm_mnist.mnist_files import load_mnist
     from lstm_mnist.gates import lstm_gate_activations
     from lstm_mnist.gradient_flow import input_row_gradient_norms
     from lstm_mnist.model import build_model
@@ -314,14 +323,11 @@ def draw_gradient_flow(arguments, flow: dict, path: Path) -> None:
     figure.savefig(path)
 
 
-def write_tensorboard(arguments, results: list[dict], flow: dict) -> None:
-    """The table as TensorBoard scalars (x-axis: T), and the gradient-flow curves (x-axis: the timestep)."""
+def write_summary(arguments, results: list[dict]) -> None:
+    """The table as TensorBoard scalars (x-axis: T), in <log-dir>/summary."""
     import tensorflow as tf
 
-    from lstm_mnist import gradient_flow as flow_module
-
-    for folder in ("summary", "gradient_flow"):  # derived from the runs: rewritten from scratch each time
-        shutil.rmtree(arguments.log_dir / folder, ignore_errors=True)
+    shutil.rmtree(arguments.log_dir / "summary", ignore_errors=True)  # derived from the runs: rewritten each time
     for cell in arguments.cells:
         writer = tf.summary.create_file_writer(str(arguments.log_dir / "summary" / cell))
         with writer.as_default():
@@ -331,6 +337,13 @@ def write_tensorboard(arguments, results: list[dict], flow: dict) -> None:
                 tf.summary.scalar("why_lstm/minutes", result["seconds"] / 60, step=result["length"],
                                   description="wall-clock minutes of the run; x-axis: sequence length T")
         writer.close()
+
+
+def write_gradient_flow(arguments, flow: dict) -> None:
+    """The gradient-flow curves (x-axis: the timestep t), in <log-dir>/gradient_flow."""
+    from lstm_mnist import gradient_flow as flow_module
+
+    shutil.rmtree(arguments.log_dir / "gradient_flow", ignore_errors=True)  # derived from the runs: rewritten each time
     flow_module.write_tensorboard(arguments.log_dir / "gradient_flow",
                                   {f"{cell}_{stage}": entry[stage] for cell, entry in flow.items()
                                    for stage in ("fresh", "trained")})
@@ -347,34 +360,48 @@ def write_table(arguments, results: list[dict], seconds: float) -> str:
     return table
 
 
-def main(argv=None) -> int:
-    arguments = parse_arguments(argv)
-    started = time.time()
+def train_every_run(arguments) -> list[dict]:
+    """Every cell at every length: trained, resumed or read back; each run's metrics and learning curves.
+
+    Raises OneLineError (Ctrl-C, a full disk, a run folder in use): `stopped` says it in one line.
+    """
     import matplotlib  # a core dependency (the IMAGES tab draws with it too)
 
     matplotlib.use("Agg")  # write files only; no window
     import tensorflow as tf
 
-    from lstm_mnist.errors import OneLineError
-
     # Each run compiles its own steps; TensorFlow would warn about "retracing" at every run after the fifth.
     tf.get_logger().setLevel("ERROR")
-
     results = []
+    for length in arguments.lengths:
+        for cell in arguments.cells:
+            config = run_config(arguments, length, cell)
+            metrics = train_or_read(config)
+            results.append({"length": length, "cell": cell, **metrics,
+                            **learning_curves(Path(config.log_dir) / config.name)})
+    return results
+
+
+def stopped(error) -> int:
+    """A OneLineError from train_every_run, said in one line with how to go on; the exit status."""
+    print(f"{Path(sys.argv[0]).name}: {error}; run the same command again to go on where it stopped", file=sys.stderr)
+    return error.exit_code
+
+
+def main(argv=None) -> int:
+    arguments = parse_arguments(argv)
+    started = time.time()
+    from lstm_mnist.errors import OneLineError
+
     try:
-        for length in arguments.lengths:
-            for cell in arguments.cells:
-                config = run_config(arguments, length, cell)
-                metrics = train_or_read(config)
-                results.append({"length": length, "cell": cell, **metrics,
-                                **learning_curves(Path(config.log_dir) / config.name)})
-    except OneLineError as error:  # Ctrl-C, a full disk, a run folder in use: one line, and how to go on
-        print(f"why_lstm.py: {error}; run the same command again to go on where it stopped", file=sys.stderr)
-        return error.exit_code
+        results = train_every_run(arguments)
+    except OneLineError as error:
+        return stopped(error)
     flow = gradient_flow(arguments, results)
     draw_accuracy(arguments, results, arguments.output_dir / "why_lstm.png")
     draw_gradient_flow(arguments, flow, arguments.output_dir / "gradient_flow.png")
-    write_tensorboard(arguments, results, flow)
+    write_summary(arguments, results)
+    write_gradient_flow(arguments, flow)
     seconds = time.time() - started
     print(write_table(arguments, results, seconds))
     print(f"wrote {arguments.output_dir / 'why_lstm.png'}, {arguments.output_dir / 'gradient_flow.png'}, "

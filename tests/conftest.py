@@ -9,7 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from lstm_mnist.data import load_mnist  # noqa: E402
+from lstm_mnist.mnist_files import load_mnist  # noqa: E402
 from lstm_mnist.mnist_files import offline_pickle_path, read_offline_pickle  # noqa: E402
 
 

@@ -29,7 +29,8 @@ import pytest
 
 from lstm_mnist import durable, mnist_files
 from lstm_mnist.config import FEATURES, NUM_CLASSES, TIMESTEPS
-from lstm_mnist.data import DataError, images_to_sequences, load_mnist, split_mnist
+from lstm_mnist.data import images_to_sequences, split_mnist
+from lstm_mnist.mnist_files import DataError, load_mnist
 from lstm_mnist.errors import OneLineError
 from lstm_mnist.mnist_files import ArrayOnlyUnpickler, read_idx_folder, read_npz, read_offline_pickle
 
@@ -463,7 +464,7 @@ def test_idx_file_too_large_for_this_machine_is_refused_before_reading(tmp_path)
 
 LOAD_CASES = """
 import json, os, sys
-from lstm_mnist.data import DataError, load_mnist
+from lstm_mnist.mnist_files import DataError, load_mnist
 probe = sys.argv[2]
 try:
     open(probe, "rb").close()
@@ -568,7 +569,7 @@ def test_unreadable_data_keras_cache_and_cache_folders_end_in_one_line(tmp_path,
 def test_data_that_is_not_a_regular_file_is_refused(tmp_path):
     fifo = tmp_path / "mnist.npz"
     os.mkfifo(fifo)  # opening a FIFO blocks until someone writes: the check must come first
-    result = run_python("import sys\nfrom lstm_mnist.data import load_mnist, DataError\n"
+    result = run_python("import sys\nfrom lstm_mnist.mnist_files import load_mnist, DataError\n"
                         "try:\n    load_mnist(sys.argv[1], log=print)\n"
                         "except DataError as error:\n    print(error.exit_code, error)", fifo, timeout=60)
     assert result.stdout.strip() == f"2 {fifo}: not a regular file"

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from lstm_mnist.config import FEATURES, IMAGE_PIXELS, NUM_CLASSES, PIXELS_PER_STEP_CHOICES, Config
-from lstm_mnist.data import images_to_sequences, pixel_order, sequences_as_pictures, split_mnist
-from lstm_mnist.figures import sample_inputs_figure
+from lstm_mnist.data import images_to_sequences, pixel_order, split_mnist
+from lstm_mnist.figures import sample_inputs_figure, sequences_as_pictures
 from lstm_mnist.model import build_model
 from lstm_mnist.reading import probabilities_after_each_line, probabilities_after_each_row
 

@@ -24,7 +24,7 @@ ELSEWHERE = {
     "gates_by_row.py": "test_gates_by_row.py",
 }
 # Scripts run by the tests in this module.
-HERE = ("train.py", "why_lstm.py", "benchmark_logging.py", "benchmark.py", "screenshots.py")
+HERE = ("train.py", "gradient_flow.py", "why_lstm.py", "benchmark_logging.py", "benchmark.py", "screenshots.py")
 
 
 def run_script(name, *args, env, cwd, timeout=300):
@@ -48,14 +48,25 @@ def test_train_script(tmp_path, cli_env):
     assert (tmp_path / "logs" / "smoke" / "metrics.json").is_file()
 
 
-def test_why_lstm_script(tmp_path, cli_env):
-    """Two cells at two short lengths (T = 7 and 14), one tiny epoch each: every run, figure, table and curve."""
+def test_gradient_flow_and_why_lstm_scripts(tmp_path, cli_env):
+    """gradient_flow.py at T = 14, then why_lstm.py at T = 7 and 14 in the same folder, two cells, one tiny epoch.
+
+    gradient_flow.py trains the T = 14 runs and draws only its figure; why_lstm.py reads those runs back
+    (it does not train them again), trains the T = 7 ones, and writes every run, figure, table and curve.
+    """
     log_dir, images = tmp_path / "why-logs", tmp_path / "images"
-    result = run_script("why_lstm.py", "--lengths", 7, 14, "--cells", "simple_rnn", "lstm", "--epochs", 1,
-                        "--units", 8, "--train-examples", 256, "--val-size", 64, "--test-examples", 64,
-                        "--flow-length", 14, "--flow-images", 16, "--log-dir", log_dir, "--output-dir", images,
-                        env=cli_env, cwd=tmp_path)
+    tiny = ("--cells", "simple_rnn", "lstm", "--epochs", 1, "--units", 8, "--train-examples", 256, "--val-size", 64,
+            "--test-examples", 64, "--flow-images", 16, "--log-dir", log_dir, "--output-dir", images)
+    result = run_script("gradient_flow.py", "--length", 14, *tiny, env=cli_env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in images.iterdir()) == ["gradient_flow.png"]
+    assert sorted(path.name for path in log_dir.iterdir()) == ["T014-lstm", "T014-simple_rnn", "gradient_flow"]
+    assert "[T014-lstm] lstm-mnist train " in result.stdout and "LSTM, forget bias 1: ||dL/dx_0||" in result.stdout
+
+    result = run_script("why_lstm.py", "--lengths", 7, 14, "--flow-length", 14, *tiny, env=cli_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "[T014-lstm] finished earlier: read back" in result.stdout  # trained once, by gradient_flow.py
+    assert "[T014-lstm] lstm-mnist train " not in result.stdout
     for picture in ("why_lstm.png", "gradient_flow.png"):
         assert (images / picture).stat().st_size > 10_000  # real PNGs with several panels, not empty files
     assert sorted(path.name for path in log_dir.iterdir()) == ["T007-lstm", "T007-simple_rnn", "T014-lstm",
@@ -65,7 +76,7 @@ def test_why_lstm_script(tmp_path, cli_env):
     assert sorted(path.name for path in (log_dir / "gradient_flow").iterdir()) == [
         "lstm_fresh", "lstm_trained", "simple_rnn_fresh", "simple_rnn_trained"]
     assert (log_dir / "results.md").read_text().count("| 14 | 56 |") == 2  # one table row per cell
-    assert "[T014-lstm] lstm-mnist train " in result.stdout and "--pixels-per-step 56" in result.stdout
+    assert "[T007-lstm] lstm-mnist train " in result.stdout and "--pixels-per-step 112" in result.stdout
     assert "LSTM, forget bias 1: ||dL/dx_0|| / ||dL/dx_13||" in result.stdout and "mean forget gate" in result.stdout
 
 
