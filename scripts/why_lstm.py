@@ -97,15 +97,25 @@ def parse_arguments(argv, description: str = __doc__, one_length: bool = False):
     arguments = parser.parse_args(argv)
     if one_length:
         arguments.lengths, arguments.flow_length = [arguments.length], arguments.length
-    wrong = [length for length in arguments.lengths if IMAGE_PIXELS % length]
+    wrong = [length for length in arguments.lengths if length <= 0 or IMAGE_PIXELS % length]
     if wrong:
-        parser.error(f"--{'length' if one_length else 'lengths'} must divide {IMAGE_PIXELS} (T = 784 / pixels per step), got {wrong}; "
-                     f"possible: {', '.join(str(IMAGE_PIXELS // k) for k in reversed(PIXELS_PER_STEP_CHOICES))}")
+        parser.error(f"--{'length' if one_length else 'lengths'} must divide {IMAGE_PIXELS} (T = 784 / pixels per "
+                     f"step), got {', '.join(map(str, wrong))}; possible: "
+                     f"{', '.join(str(IMAGE_PIXELS // k) for k in reversed(PIXELS_PER_STEP_CHOICES))}")
     if arguments.flow_length not in arguments.lengths:
         parser.error(f"--flow-length must be one of --lengths {arguments.lengths}, got {arguments.flow_length}")
-    if min(arguments.epochs, arguments.units, arguments.flow_images) <= 0:
-        parser.error("--epochs, --units and --flow-images must be positive")
+    if min(arguments.epochs, arguments.units, arguments.flow_images, arguments.val_size) <= 0:
+        parser.error("--epochs, --units, --flow-images and --val-size must be positive (the gradient flow is "
+                     "measured on validation images)")
+    if arguments.output_dir.exists() and not arguments.output_dir.is_dir():
+        parser.error(f"--output-dir {arguments.output_dir} is a file, not a folder; pass a folder for the pictures")
     arguments.lengths = sorted(set(arguments.lengths))
+    for length in arguments.lengths:  # every other value is checked as lstm-mnist train checks it, before any run
+        for cell in arguments.cells:
+            try:
+                run_config(arguments, length, cell).validate()
+            except ValueError as error:
+                parser.error(str(error))
     return arguments
 
 
@@ -368,6 +378,9 @@ def train_every_run(arguments) -> list[dict]:
     import matplotlib  # a core dependency (the IMAGES tab draws with it too)
 
     matplotlib.use("Agg")  # write files only; no window
+    from lstm_mnist.quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # without TensorFlow's start-up lines, as lstm-mnist does
     import tensorflow as tf
 
     # Each run compiles its own steps; TensorFlow would warn about "retracing" at every run after the fifth.
@@ -383,8 +396,9 @@ def train_every_run(arguments) -> list[dict]:
 
 
 def stopped(error) -> int:
-    """A OneLineError from train_every_run, said in one line with how to go on; the exit status."""
-    print(f"{Path(sys.argv[0]).name}: {error}; run the same command again to go on where it stopped", file=sys.stderr)
+    """A OneLineError from train_every_run, said in one line (with how to go on, unless the input is at fault)."""
+    again = "" if error.exit_code == 2 else "; run the same command again to go on where it stopped"
+    print(f"{Path(sys.argv[0]).name}: {error}{again}", file=sys.stderr)
     return error.exit_code
 
 

@@ -80,6 +80,28 @@ def test_gradient_flow_and_why_lstm_scripts(tmp_path, cli_env):
     assert "LSTM, forget bias 1: ||dL/dx_0|| / ||dL/dx_13||" in result.stdout and "mean forget gate" in result.stdout
 
 
+@pytest.mark.parametrize("script, flags, message", [
+    ("gradient_flow.py", ["--length", 0], "--length must divide 784"),
+    ("why_lstm.py", ["--lengths", 28, -5], "--lengths must divide 784 (T = 784 / pixels per step), got -5"),
+    ("gradient_flow.py", ["--train-examples", -1], "--train-examples must be 0 or more"),
+    ("why_lstm.py", ["--val-size", 0], "--val-size must be positive"),
+    ("gradient_flow.py", ["--output-dir", "a-file"], "a-file is a file, not a folder; pass a folder"),
+    ("gradient_flow.py", ["--data", "nowhere.npz"], "--data nowhere.npz: no such file or folder"),
+])
+def test_why_lstm_and_gradient_flow_refuse_bad_flags_in_one_line(tmp_path, cli_env, script, flags, message):
+    """Exit 2, a last line on stderr that names the flag, no traceback, and no run folder or picture left."""
+    (tmp_path / "a-file").write_text("mine")
+    lengths = ["--length", 14] if script == "gradient_flow.py" else ["--lengths", 14, "--flow-length", 14]
+    result = run_script(script, *lengths, "--log-dir", tmp_path / "logs", "--output-dir", tmp_path / "images", *flags,
+                        env=cli_env, cwd=tmp_path)  # the last --output-dir given wins
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert message in lines[-1] and lines[-1].startswith(script), lines
+    assert "go on where it stopped" not in lines[-1]  # the input is at fault: running it again would not help
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "images").exists()
+    assert (tmp_path / "a-file").read_text() == "mine"
+
+
 def test_benchmark_logging_script(tmp_path, cli_env):
     result = run_script("benchmark_logging.py", "--epochs", 1, "--repeats", 1, "--train-examples", 128,
                         "--val-size", 64, "--test-examples", 64, "--units", 8, env=cli_env, cwd=tmp_path)
