@@ -93,8 +93,8 @@ def main(argv=None) -> int:
     import numpy as np
 
     from lstm_mnist.data import split_mnist
-    from lstm_mnist.mnist_files import load_mnist
     from lstm_mnist.lstm_cell import lstm_forward
+    from lstm_mnist.mnist_files import load_mnist
 
     try:
         model = keras.models.load_model(arguments.run_dir / "model.keras")

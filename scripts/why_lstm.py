@@ -204,9 +204,9 @@ def gradient_flow(arguments, results: list[dict]) -> dict:
     import keras
 
     from lstm_mnist.data import images_to_sequences
-    from lstm_mnist.mnist_files import load_mnist
     from lstm_mnist.gates import lstm_gate_activations
     from lstm_mnist.gradient_flow import input_row_gradient_norms
+    from lstm_mnist.mnist_files import load_mnist
     from lstm_mnist.model import build_model
 
     length = arguments.flow_length
