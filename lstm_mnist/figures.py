@@ -51,7 +51,6 @@ def sequences_as_pictures(sequences: np.ndarray) -> np.ndarray:
     return np.asarray(sequences).reshape(len(sequences), TIMESTEPS, FEATURES)  # (N, T, F) -> (N, 784) -> (N, 28, 28)
 
 
-
 @functools.lru_cache(maxsize=None)
 def font(size: int) -> ImageFont.FreeTypeFont:
     """DejaVu Sans, the font matplotlib ships with, `size` pixels high."""
