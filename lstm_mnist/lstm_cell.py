@@ -258,16 +258,17 @@ class ScratchLSTMCell(keras.layers.Layer):
 
 
 def scratch_lstm(units: int, return_sequences: bool = False, peepholes: bool = False, projection: int = 0,
-                 name: str | None = None, bias_initializer=None) -> keras.layers.RNN:
+                 name: str | None = None, bias_initializer=None, unroll: bool = False) -> keras.layers.RNN:
     """The hand-written LSTM as a layer: (B, T, F) -> (B, R), or (B, T, R) with return_sequences.
 
     `keras.layers.RNN` runs the cell in a compiled loop over the timesteps
     (a tf.while_loop inside the compiled training step), as keras.layers.LSTM
-    does on a CPU; it has no fused cuDNN kernel, so on a GPU it is slower.
+    does on a CPU, or written out step by step with `unroll`; it has no fused
+    cuDNN kernel, so on a GPU it is slower.
     """
     cell = ScratchLSTMCell(units, peepholes=peepholes, projection=projection, bias_initializer=bias_initializer,
                            name="scratch_lstm_cell")
-    return keras.layers.RNN(cell, return_sequences=return_sequences, name=name)
+    return keras.layers.RNN(cell, return_sequences=return_sequences, name=name, unroll=unroll)
 
 
 @keras.saving.register_keras_serializable(package="lstm_mnist")

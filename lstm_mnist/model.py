@@ -14,6 +14,8 @@ probabilities calls `keras.ops.softmax` on the output.
 
 The defaults (one LSTM, tanh/sigmoid, no recurrent dropout, no unroll) keep
 Keras's cuDNN kernel eligible on a GPU, which is several times faster there.
+On a CPU, training unrolls the loop over the rows (steps.unroll_for): the
+same equations, written out 28 times in the compiled graph.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from lstm_mnist.lstm_cell import ChronoBias, scratch_lstm
 
 def recurrent_layer(cell: str, units: int, return_sequences: bool, name: str,
                     peepholes: bool = False, recurrent_projection: int = 0,
-                    chrono_timesteps: int = 0) -> keras.layers.Layer:
+                    chrono_timesteps: int = 0, unroll: bool = False) -> keras.layers.Layer:
     """One recurrent layer of the chosen type, with the classic settings.
 
     lstm: `unit_forget_bias=True` starts the forget gate's bias at 1, so the
@@ -39,25 +41,29 @@ def recurrent_layer(cell: str, units: int, return_sequences: bool, name: str,
     `recurrent_projection`.
     chrono_timesteps: T > 0 gives either LSTM the chrono initialisation for T
     steps instead of forget bias 1 (`--forget-bias-init chrono`, lstm_cell.py).
+    unroll: the loop over the T steps written out in the compiled graph, not a tf.while_loop.
     """
     chrono = ChronoBias(chrono_timesteps) if chrono_timesteps else None
+    common = dict(return_sequences=return_sequences, name=name, unroll=unroll)
     if cell == "lstm":
         if chrono:
-            return layers.LSTM(units, bias_initializer=chrono, unit_forget_bias=False,
-                               return_sequences=return_sequences, name=name)
-        return layers.LSTM(units, unit_forget_bias=True, return_sequences=return_sequences, name=name)
+            return layers.LSTM(units, bias_initializer=chrono, unit_forget_bias=False, **common)
+        return layers.LSTM(units, unit_forget_bias=True, **common)
     if cell == "gru":
-        return layers.GRU(units, reset_after=True, return_sequences=return_sequences, name=name)
+        return layers.GRU(units, reset_after=True, **common)
     if cell == "simple_rnn":
-        return layers.SimpleRNN(units, return_sequences=return_sequences, name=name)
+        return layers.SimpleRNN(units, **common)
     if cell == "scratch":
-        return scratch_lstm(units, return_sequences=return_sequences, peepholes=peepholes,
-                            projection=recurrent_projection, name=name, bias_initializer=chrono)
+        return scratch_lstm(units, peepholes=peepholes, projection=recurrent_projection, bias_initializer=chrono,
+                            **common)
     raise ValueError(f"unknown cell type {cell!r}; expected one of {', '.join(CELL_TYPES)}")
 
 
-def build_model(config: Config) -> keras.Model:
-    """Build the Functional model: float32 [B, T, F] pixels (T, F from the config) -> float32 [B, 10] logits."""
+def build_model(config: Config, unroll: bool = False) -> keras.Model:
+    """Build the Functional model: float32 [B, T, F] pixels (T, F from the config) -> float32 [B, 10] logits.
+
+    unroll: every recurrent layer's loop written out step by step (faster on a CPU: steps.unroll_for).
+    """
     inputs = keras.Input(shape=(config.timesteps, config.features), name="pixel_rows")  # (B, T, F)
     x = inputs
     if config.input_projection:
@@ -72,7 +78,8 @@ def build_model(config: Config) -> keras.Model:
         # last returns only its final hidden state, (B, H).
         rnn = recurrent_layer(config.cell, config.units, return_sequences=not is_last, name=f"{config.cell}_{index}",
                               peepholes=config.peepholes, recurrent_projection=config.recurrent_projection,
-                              chrono_timesteps=config.timesteps if config.forget_bias_init == "chrono" else 0)
+                              chrono_timesteps=config.timesteps if config.forget_bias_init == "chrono" else 0,
+                              unroll=unroll)
         if config.bidirectional:
             # A second copy reads the rows bottom to top; outputs are
             # concatenated, so H doubles: (B, 2H) or (B, T, 2H).

@@ -14,10 +14,14 @@ step runs:
 
 train.py builds it once (`several_steps_per_call`) and calls it once per k
 batches in `train_epoch`; a learner can read train.py as if each call were
-one step.
+one step. On a CPU, two more things are speed, not maths: the model reads
+the batch in two halves side by side, one per core (`in_shares`), and its
+loop over the rows is unrolled (`unroll_for`).
 """
 
 from __future__ import annotations
+
+import os
 
 import keras
 import tensorflow as tf
@@ -87,3 +91,49 @@ def several_steps_per_call(train_step, means: Means, optimizer, input_shape: tup
         return per_step.stack()  # (k, 4)
 
     return train_steps
+
+
+def in_shares(model: keras.Model, x, shares: int, training: bool):
+    """Speed, not maths: model(x) as `shares` pieces of the batch side by side, their logits joined back.
+
+    x float32 [b, T, F] -> logits float32 [b, 10], model(x, training) to float32 round-off: every image is
+    read on its own either way, and the gradient, a sum over the batch, is only added up in another order.
+    Why: one LSTM step is a chain of 28 small matrix products (B x H by H x 4H) that cannot keep two cores
+    busy; two halves of the batch are two chains with nothing between them, which TensorFlow runs at once,
+    one per core. Measured on 2 CPU cores (README, "Speed"): a default step 1.4x as fast, 12.98 -> 9.45 ms.
+    """
+    if x.shape[0] is not None:  # a batch size known in advance: Keras's LSTM refuses a share of 0 images
+        shares = max(1, min(shares, x.shape[0]))
+    batch = tf.shape(x)[0]  # known only when the step runs: an empty share (a last batch of 1) computes nothing
+    if shares == 1:
+        return model(x, training=training)
+    sizes = [(batch + share) // shares for share in range(shares)]  # as even as can be; they add up to b
+    return tf.concat([model(piece, training=training) for piece in tf.split(x, tf.stack(sizes), num=shares)], 0)
+
+
+def shares_for(strategy, gpus: list) -> int:
+    """How many pieces `in_shares` cuts a batch into: 2 on a CPU of two cores or more, else 1.
+
+    1 on a GPU (one cuDNN call on the whole batch is faster) and with several replicas (the strategy
+    already splits the batch: distribution.py). Measured only on 2 cores, so never more than 2.
+    """
+    if gpus or strategy.num_replicas_in_sync > 1:
+        return 1
+    return min(2, os.cpu_count() or 1)
+
+
+# Unroll only runs this long (a default run has 2,580 steps): the break-even point measured below.
+UNROLL_FROM_STEPS = 2000
+
+
+def unroll_for(timesteps: int, gpus: list, total_steps: int) -> bool:
+    """Speed, not maths: whether build_model writes the loop over the T steps out in the graph (`unroll`).
+
+    A tf.while_loop pays for every trip round it, and its steps cannot be interleaved; written out, the
+    steps are plain ops, which TensorFlow schedules freely between the two halves of `in_shares`. Measured
+    on 2 CPU cores (scripts/benchmark.py, 5 alternating rounds): 11,474 against 9,949 training images/s,
+    1.7 ms less per step; but the bigger graph takes 3.3 s longer to trace (`lstm-mnist train --epochs 1
+    --train-examples 2000`: first epoch 5.8 s against 2.5 s), repaid after about 2,000 steps. At T = 56
+    it gained 2% for a far longer trace: only T <= 28. Never on a GPU: cuDNN's kernel needs the loop.
+    """
+    return not gpus and timesteps <= 28 and total_steps >= UNROLL_FROM_STEPS

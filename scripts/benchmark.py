@@ -143,15 +143,15 @@ def run_ours(config, cache_dir=None, after_epoch=None) -> tuple[list[dict], dict
     return clock.epochs(), result.metrics
 
 
-def fit_model(config, steps_per_epoch: int):
-    """The same model, optimizer, schedule and clipping, compiled for model.fit."""
+def fit_model(config, steps_per_epoch: int, unroll: bool = False):
+    """The same model, optimizer, schedule and clipping, compiled for model.fit (unroll: build_model's)."""
     import keras
 
     from lstm_mnist.model import build_model
     from lstm_mnist.train import learning_rate_schedule
 
     keras.utils.set_random_seed(config.seed)
-    model = build_model(config)
+    model = build_model(config, unroll=unroll)
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config, steps_per_epoch),
                                       global_clipnorm=config.clip_norm or None)
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -159,7 +159,7 @@ def fit_model(config, steps_per_epoch: int):
     return model
 
 
-def run_fit(config, splits, on_event=None) -> tuple[list[dict], object]:
+def run_fit(config, splits, on_event=None, unroll: bool = False) -> tuple[list[dict], object]:
     """model.fit for config.epochs epochs on `splits`: each epoch's timings, and the model.
 
     on_event(name): told "build_model_done" when training begins and "first_step_done" after the first step.
@@ -189,7 +189,7 @@ def run_fit(config, splits, on_event=None) -> tuple[list[dict], object]:
             clock.mark("epoch_end")
 
     steps_per_epoch = math.ceil(len(splits.y_train) / config.batch_size)
-    model = fit_model(config, steps_per_epoch)
+    model = fit_model(config, steps_per_epoch, unroll)
     validation = (splits.x_val, splits.y_val) if splits.y_val.size else None
     model.fit(splits.x_train, splits.y_train, batch_size=config.batch_size, epochs=config.epochs, shuffle=True,
               validation_data=validation, verbose=0, callbacks=[Marks()])
@@ -220,6 +220,7 @@ def throughput(args, log_dir: str) -> dict:
         "ours": base,
         "ours --no-tensorboard": dataclasses.replace(base, tensorboard=False),
         "model.fit": base,
+        "model.fit, unrolled": base,
         "ours --cell scratch": dataclasses.replace(base, cell="scratch"),
         "model.fit --cell scratch": dataclasses.replace(base, cell="scratch"),
     }
@@ -232,7 +233,10 @@ def throughput(args, log_dir: str) -> dict:
         order = names[repeat % len(names):] + names[:repeat % len(names)]
         for name in order:
             config = variants[name]
-            epochs = run_fit(config, splits)[0] if name.startswith("model.fit") else run_ours(config)[0]
+            if name.startswith("model.fit"):
+                epochs = run_fit(config, splits, unroll="unrolled" in name)[0]
+            else:
+                epochs = run_ours(config)[0]
             steady = epochs[1:] or epochs  # the first epoch traces and warms up
             samples[name].extend({**epoch, "round": repeat} for epoch in steady)
             rates = [len(splits.y_train) / epoch["train_seconds"] for epoch in steady]
@@ -560,7 +564,7 @@ def strategies(args, log_dir: str) -> dict:
     from lstm_mnist.config import MNIST_TRAIN_SIZE
 
     sizes = ["--train-examples", str(args.train_examples), "--val-size", str(args.val_size),
-             "--test-examples", str(args.test_examples), "--units", str(args.units), "--epochs", str(args.epochs),
+             "--test-examples", str(args.test_examples), "--units", str(args.units), "--epochs", "2",
              "--no-tensorboard", "--log-dir", log_dir]
     images = args.train_examples or MNIST_TRAIN_SIZE - args.val_size
     samples = {name: [] for name in STRATEGY_VARIANTS}
@@ -719,7 +723,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts to run: {', '.join(PARTS)}")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of alternating runs (default: 3)")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per throughput run; the first is warm-up")
+    parser.add_argument("--epochs", type=int, default=6,
+                        help="epochs per throughput run, the first is warm-up (default: 6, a default run's)")
     parser.add_argument("--train-examples", type=int, default=0, help="training images (0 = all 55,000)")
     parser.add_argument("--val-size", type=int, default=5000)
     parser.add_argument("--test-examples", type=int, default=0, help="test images (0 = all 10,000)")

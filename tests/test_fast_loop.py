@@ -10,6 +10,7 @@ the same (seed, epoch).
 """
 
 import dataclasses
+import os
 from types import SimpleNamespace
 
 import keras
@@ -22,7 +23,8 @@ from lstm_mnist.data import images_to_sequences, make_dataset, random_shifts, sp
 from lstm_mnist.errors import OneLineError
 from lstm_mnist.model import build_model
 from lstm_mnist.run import Run
-from lstm_mnist.steps import Means, several_steps_per_call
+from lstm_mnist import steps
+from lstm_mnist.steps import Means, in_shares, several_steps_per_call, shares_for, unroll_for
 from lstm_mnist.train import learning_rate_schedule, make_train_step, train_and_evaluate
 
 BATCH = 16
@@ -38,20 +40,20 @@ def batches(mnist):
     return x, y
 
 
-def fresh(config=CONFIG):
+def fresh(config=CONFIG, shares=1, unroll=False):
     """The model, optimizer, means and k-step function of a run, from the same seed every time."""
     keras.utils.set_random_seed(0)
-    model = build_model(config)
+    model = build_model(config, unroll=unroll)
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config, steps_per_epoch=10))
     means = Means()
-    train_step = make_train_step(model, optimizer, config.clip_norm)
+    train_step = make_train_step(model, optimizer, config.clip_norm, shares)
     return model, optimizer, means, train_step, several_steps_per_call(train_step, means, optimizer,
                                                                         (TIMESTEPS, FEATURES))
 
 
-def run_in_groups(groups: list[int], x, y):
+def run_in_groups(groups: list[int], x, y, shares=1, config=CONFIG, unroll=False):
     """Train on the 10 batches, `groups` batches per call; returns weights, per-step numbers and the means."""
-    model, _, means, _, train_steps = fresh()
+    model, _, means, _, train_steps = fresh(config, shares=shares, unroll=unroll)
     per_step, batch = [], 0
     for k in groups:
         start, end = batch * BATCH, min((batch + k) * BATCH, len(y))
@@ -77,6 +79,55 @@ def test_steps_grouped_any_way_give_bit_identical_weights(batches, reference):
         np.testing.assert_array_equal(per_step, reference[1])
         assert means == reference[2]
     assert reference[1].shape == (10, 4)  # loss, accuracy, gradient norm, learning rate of each step
+
+
+@pytest.mark.parametrize("shares", [2, 3])
+def test_a_batch_read_in_shares_side_by_side_trains_what_the_whole_batch_trains(batches, reference, shares):
+    """steps.in_shares is speed, not maths: the same 10 steps (the last batch of 6 cut unevenly) to float32."""
+    weights, per_step, means = run_in_groups([9, 1], *batches, shares=shares)
+    assert not all(np.array_equal(got, expected) for got, expected in zip(weights, reference[0]))  # really run apart
+    for got, expected in zip(weights, reference[0], strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(per_step, reference[1], rtol=1e-5, atol=1e-6)
+    assert means == pytest.approx(reference[2], rel=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "scratch", "gru"])
+def test_an_unrolled_model_trains_what_the_looped_one_trains(batches, cell):
+    """steps.unroll_for is speed, not maths: the loop over the rows written out gives the same 10 steps."""
+    config = dataclasses.replace(CONFIG, cell=cell)
+    looped = run_in_groups([9, 1], *batches, config=config)
+    unrolled = run_in_groups([9, 1], *batches, shares=2, config=config, unroll=True)  # as a default run on a CPU
+    for got, expected in zip(unrolled[0], looped[0], strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(unrolled[1], looped[1], rtol=1e-5, atol=1e-6)
+
+
+def test_the_speed_settings_apply_where_they_were_measured_and_nowhere_else():
+    default = tf.distribute.get_strategy()
+    assert shares_for(default, gpus=[]) == min(2, os.cpu_count())  # a CPU: halves, one per core
+    assert shares_for(default, gpus=["GPU:0"]) == 1  # cuDNN reads the whole batch at once
+    assert shares_for(SimpleNamespace(num_replicas_in_sync=2), gpus=[]) == 1  # the replicas split it already
+    assert unroll_for(TIMESTEPS, gpus=[], total_steps=6 * 430)  # a default run on a CPU: 2,580 steps
+    assert not unroll_for(TIMESTEPS, gpus=[], total_steps=steps.UNROLL_FROM_STEPS - 1)  # too short to repay
+    assert not unroll_for(TIMESTEPS, gpus=["GPU:0"], total_steps=10**6)  # cuDNN needs the loop
+    assert not unroll_for(56, gpus=[], total_steps=10**6)  # --pixels-per-step 14: the trace costs too much
+    assert unroll_for(14, gpus=[], total_steps=10**6)  # --pixels-per-step 56
+
+
+def test_in_shares_gives_every_image_its_own_logits_even_when_a_share_is_empty(batches):
+    x, y = batches
+    model = build_model(CONFIG)
+    compiled = tf.function(in_shares, reduce_retracing=True)
+    for size in (1, 2, 5, 16):  # 1 image in 2 shares: one share holds none
+        expected = model(x[:size], training=False).numpy()
+        for shares in (2, 3):
+            for call in (in_shares, compiled):  # eagerly, and compiled as the training step is
+                got = call(model, tf.constant(x[:size]), shares, training=False).numpy()
+                np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    _, _, means, _, train_steps = fresh(shares=2)
+    train_steps(x[:1].reshape(1, 1, TIMESTEPS, FEATURES), y[:1].reshape(1, 1))  # a last batch of one image trains
+    assert means.result()["loss"] > 0
 
 
 def test_several_steps_per_call_compute_what_one_call_per_step_computes(batches, reference):
@@ -144,9 +195,14 @@ def test_groups_end_at_multiples_of_k_at_checkpoints_and_before_the_last_small_b
     assert groups_handed_out(profiled, 1, 80) == [(5, 4), (5, 4), (10, 4)]
 
 
-def test_a_run_resumed_between_two_groups_matches_one_that_never_stopped(tmp_path, cache_dir, monkeypatch):
-    """A crash right after the checkpoint at step 9 (not a multiple of k): the resume regroups from there."""
+@pytest.mark.parametrize("unrolled", [False, True])
+def test_a_run_resumed_between_two_groups_matches_one_that_never_stopped(tmp_path, cache_dir, monkeypatch, unrolled):
+    """A crash right after the checkpoint at step 9 (not a multiple of k): the resume regroups from there.
+
+    unrolled: as a run long enough for steps.unroll_for (this one has 14 steps) would be.
+    """
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "no-keras-home"))
+    monkeypatch.setattr(steps, "UNROLL_FROM_STEPS", 1 if unrolled else steps.UNROLL_FROM_STEPS)
     config = Config(epochs=2, train_examples=200, val_size=64, test_examples=64, batch_size=32, units=8,
                     checkpoint_every_steps=3, tensorboard=False, log_dir=str(tmp_path), seed=3)
 
@@ -172,6 +228,7 @@ def test_a_run_resumed_between_two_groups_matches_one_that_never_stopped(tmp_pat
     lines = []
     resumed = train("crashed", log=lines.append, resume_dir=tmp_path / "crashed")
     assert any(line.startswith(f"resumed: {tmp_path / 'crashed'} at step 9 (epoch 2)") for line in lines), lines
+    assert resumed.model.get_layer("lstm_1").unroll == straight.model.get_layer("lstm_1").unroll == unrolled
     for got, expected in zip(resumed.model.get_weights(), straight.model.get_weights(), strict=True):
         np.testing.assert_array_equal(got, expected)
     for key in ("test_loss", "test_accuracy", "val_loss", "train_loss", "train_accuracy", "steps"):
