@@ -56,7 +56,6 @@ from lstm_mnist.reading import can_read_row_by_row, probabilities_after_each_lin
 from lstm_mnist.summaries import SummaryWriteError, TensorBoardWriter
 
 SAMPLE_INPUTS = 6  # training digits shown as sequences of rows
-GRADIENT_BATCH = 128  # training digits whose loss gradient is histogrammed
 GATE_BATCH = 128  # validation digits whose gate activations are histogrammed
 MISCLASSIFIED = 16  # wrongly classified validation digits shown per epoch
 READING_DIGITS = (1, 3, 4, 5, 7, 9)  # one validation image of each is read row by row
@@ -153,20 +152,21 @@ class Dashboard:
     # --- Once per epoch -------------------------------------------------------------
     @timed
     def end_of_epoch(self, epoch: int, step: int, train: dict, validation: dict | None,
-                     val_predictions: np.ndarray) -> None:
+                     val_predictions: np.ndarray, gradients: list | None = None) -> None:
         """Loss and accuracy every epoch; histograms and pictures every summary_every_epochs epochs.
 
         validation: None when there is no validation set (--val-size 0): then
         nothing is written for it. val_predictions: int [N], the predicted
-        digit of every validation image, in order.
+        digit of every validation image, in order. gradients: those of the
+        epoch's last training step, one per weight (None: not histogrammed).
         """
         self.writer.epoch(step, train, validation)
         if epoch % self.config.summary_every_epochs == 0 or epoch == self.config.epochs:
             self.writer.weights(step, self.model)
-            batch = min(GRADIENT_BATCH, len(self.x_train))
-            self.writer.gradients(step, self.model, self.x_train[:batch], self.y_train[:batch],
-                                  f"the gradient of the mean loss on the first {batch} training digits "
-                                  "(the same digits every time, dropout off), before any clipping")
+            if gradients is not None:  # taken from the training step itself: no pass of their own
+                self.writer.gradients(step, self.model, gradients,
+                                      f"the gradient of the mean loss on step {step:,}'s training batch, "
+                                      "as Adam applied it (after clipping to --clip-norm)")
             if validation is not None:
                 self.write_validation_pictures(step, val_predictions)
         self.interval_started, self.interval_examples = None, 0

@@ -329,18 +329,19 @@ def sum_over_replicas(values: list) -> list:
 
 
 def whole_batch(strategy, per_replica):
-    """The step's (loss, accuracy, gradient norm) for the batch, from each replica's (see strategy.run).
+    """The step's (loss, accuracy, gradient norm, gradients) for the batch, from each replica's (strategy.run).
 
-    The loss and accuracy shares are summed (each is its images' sum / B); the gradient norm,
-    computed from the summed gradients, is the same on every replica and is taken from the first.
+    The loss and accuracy shares are summed (each is its images' sum / B); the gradient norm and the
+    gradients, computed from the summed gradients, are the same on every replica: the first's are taken.
     """
     import tensorflow as tf
 
-    loss, accuracy, gradient_norm = per_replica
+    loss, accuracy, gradient_norm, gradients = per_replica
     if strategy.num_replicas_in_sync == 1:
-        return loss, accuracy, gradient_norm
+        return loss, accuracy, gradient_norm, gradients
     loss, accuracy = (strategy.reduce(tf.distribute.ReduceOp.SUM, share, axis=None) for share in (loss, accuracy))
-    return loss, accuracy, strategy.experimental_local_results(gradient_norm)[0]
+    first = strategy.experimental_local_results
+    return loss, accuracy, first(gradient_norm)[0], [first(gradient)[0] for gradient in gradients]
 
 
 def step_sums_the_gradients(optimizer) -> None:

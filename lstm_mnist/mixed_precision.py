@@ -59,8 +59,8 @@ def policy(enabled: bool):
 def loss_scaled_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, clip_norm: float):
     """Wrap `optimizer` in a LossScaleOptimizer; return it and train.py's step with the loss scaled.
 
-    The step returns what train.py's does: loss, accuracy and the (unscaled) gradient norm. A step
-    whose scaled gradient overflowed is skipped by the optimizer and reports a gradient norm of 0.
+    The step returns what train.py's does: loss, accuracy, the (unscaled) gradient norm and gradients. A
+    step whose scaled gradient overflowed is skipped by the optimizer and reports a gradient norm of 0.
     """
     distribution.step_sums_the_gradients(optimizer)  # as train.py's step does, before the wrapping
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -79,6 +79,7 @@ def loss_scaled_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, 
         if clip_norm:  # clip(g x s, c x s) = clip(g, c) x s: the same clipping as train.py's
             scaled, _ = tf.clip_by_global_norm(scaled, clip_norm * scale, use_norm=gradient_norm * scale)
         optimizer.apply_gradients(zip(scaled, model.trainable_variables))  # divides by the scale, or skips
-        return loss, accuracy, tf.where(tf.math.is_finite(gradient_norm), gradient_norm, 0.0)
+        gradients = [tf.cast(gradient, tf.float32) / scale for gradient in scaled]  # clipped, as Adam applies them
+        return loss, accuracy, tf.where(tf.math.is_finite(gradient_norm), gradient_norm, 0.0), gradients
 
     return optimizer, train_step

@@ -8,7 +8,7 @@ one object and five calls:
         for epoch in run.epochs():                   # the epochs still to train
             for x, y in run.batches(epoch, data):    # the batches still to train, k at a time
                 ...k training steps in one call...
-                run.after_steps(per_step)            # NaN guard, TensorBoard, progress bar,
+                run.after_steps(per_step, gradients) # NaN guard, TensorBoard, progress bar,
                                                      # periodic checkpoint, Ctrl-C
             ...validation...
             run.end_of_epoch(...)                    # TensorBoard, the epoch line, a checkpoint, Ctrl-C
@@ -139,6 +139,7 @@ class Run:
         self.steps_per_epoch, self.data_fingerprint = steps_per_epoch, data_fingerprint
         self.steps_per_call, self.chief = steps_per_call, chief
         self.group_batch_size = 0  # the batch size of the group of steps batches() handed out last
+        self.last_gradients = None  # the gradients of the last step taken, for TensorBoard's histograms
         self.resume_dir, self.stop, self.log = resume_dir, stop, log
         self.started = started or time.time()
         self.run_dir: Path | None = None
@@ -240,11 +241,13 @@ class Run:
             ends += [profiled for profiled in PROFILE_STEPS if profiled > step]
         return min(ends)
 
-    def after_steps(self, per_step) -> None:
+    def after_steps(self, per_step, gradients=None) -> None:
         """After each group of steps: the NaN guard, TensorBoard, the progress bar, checkpoints, stop requests.
 
         per_step: float32 [k, 4], each step's loss, accuracy, gradient norm and learning rate.
+        gradients: the group's last step's, one per weight; end_of_epoch histograms the epoch's last.
         """
+        self.last_gradients = gradients
         for loss, accuracy, gradient_norm, learning_rate in per_step.numpy().tolist():  # the one wait per group
             self.step, self.batch = self.step + 1, self.batch + 1
             if not (math.isfinite(loss) and math.isfinite(gradient_norm)):
@@ -276,7 +279,7 @@ class Run:
         each validation image.
         """
         if self.dashboard:
-            self.dashboard.end_of_epoch(epoch, self.step, train, validation, val_predictions)
+            self.dashboard.end_of_epoch(epoch, self.step, train, validation, val_predictions, self.last_gradients)
             self.dashboard.flush()  # events up to this step are written before the checkpoint says so
         self.save()
         if epoch == self.config.epochs:

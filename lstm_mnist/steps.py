@@ -10,7 +10,8 @@ step runs:
            train_step on every replica at once          (strategy.run)
            the shares added up to the batch's numbers   (distribution.whole_batch)
            the epoch's running means updated            (Means)
-      -> float32 [k, 4]: each step's loss, accuracy, gradient norm, learning rate
+      -> float32 [k, 4]: each step's loss, accuracy, gradient norm, learning rate;
+         and the last step's gradients, one per weight (TensorBoard's histograms)
 
 train.py builds it once (`several_steps_per_call`) and calls it once per k
 batches in `train_epoch`; a learner can read train.py as if each call were
@@ -58,11 +59,12 @@ class Means:
 STEPS_PER_CALL = 10
 
 
-def several_steps_per_call(train_step, means: Means, optimizer, input_shape: tuple, strategy=None):
+def several_steps_per_call(train_step, means: Means, optimizer, model: keras.Model, strategy=None):
     """Speed, not maths: k consecutive training steps in one compiled call (Keras's `steps_per_execution`).
 
     x float32 [k, B, T, F], y int32 [k, B]: k batches -> float32 [k, 4], each step's loss, accuracy,
-    gradient norm and learning rate (for the NaN guard, the progress bar and TensorBoard).
+    gradient norm and learning rate (for the NaN guard, the progress bar and TensorBoard), and the
+    gradients of the last step, as Adam applied them (TensorBoard's histograms: no pass of their own).
     means: the epoch's running loss and accuracy (Means).
     Calling train_step once per batch from Python costs a trip through Python and the runtime and four
     waits for the result per step; here they happen once per k steps, and the epoch's means are updated
@@ -70,25 +72,26 @@ def several_steps_per_call(train_step, means: Means, optimizer, input_shape: tup
     however the steps are grouped (tests/test_fast_loop.py checks it), and a resumed run still matches.
     Measured on 2 CPU cores: 0 to 12% less CPU per image than one call per step with four reads for the
     result, in two invocations of scripts/benchmark.py (README, "Speed").
-    input_shape: (T, F), one image's; one trace serves every k and every batch size.
+    model: the model train_step trains; one trace serves every k and every batch size.
     strategy: a tf.distribute strategy (distribution.py), which runs each step on every replica, on its
     share of the batch; by default tf.distribute's default strategy, one device, which changes nothing.
     """
     strategy = strategy or tf.distribute.get_strategy()
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, *input_shape], tf.float32),
+    @tf.function(input_signature=[tf.TensorSpec([None, None, *model.input_shape[1:]], tf.float32),
                                   tf.TensorSpec([None, None], tf.int32)])
     def train_steps(x, y):
         steps, batch_size = tf.shape(y)[0], tf.shape(y)[1]
         per_step = tf.TensorArray(tf.float32, size=steps)
+        gradients = [tf.zeros(weight.shape, tf.float32) for weight in model.trainable_variables]  # replaced below
         for i in tf.range(steps):
             shares = distribution.split_batch(strategy, x[i], y[i])  # each replica's part of the batch, and B
             per_replica = strategy.run(train_step, args=shares)  # the step, on every replica at once
-            loss, accuracy, gradient_norm = distribution.whole_batch(strategy, per_replica)
+            loss, accuracy, gradient_norm, gradients = distribution.whole_batch(strategy, per_replica)
             means.update(loss, accuracy, batch_size=batch_size)
             learning_rate = tf.convert_to_tensor(optimizer.learning_rate, tf.float32)  # the rate for the next step
             per_step = per_step.write(i, tf.stack([loss, accuracy, gradient_norm, learning_rate]))
-        return per_step.stack()  # (k, 4)
+        return per_step.stack(), gradients  # (k, 4), and one gradient per weight
 
     return train_steps
 

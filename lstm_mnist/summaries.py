@@ -114,18 +114,6 @@ def gate_histograms(prefix: str, gates: Gates, description: str = "") -> None:
         histogram(f"{prefix}/{gate}", values, description)
 
 
-def loss_gradients(model: keras.Model, x, y) -> list:
-    """d(mean loss)/d(weight) on one batch, x float32 [B, T, F], y int32 [B]: one array per trainable weight.
-
-    Dropout is off (training=False), so no random numbers are drawn and the
-    training run is the same with or without TensorBoard.
-    """
-    with tf.GradientTape() as tape:
-        logits = model(x, training=False)  # (B, T, F) -> (B, 10)
-        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
-    return [np.asarray(gradient) for gradient in tape.gradient(loss, model.trainable_variables)]
-
-
 def hparam_columns(config_dict: dict) -> list:
     """The HPARAMS tab's settings, HPARAMS_FIRST first: hparams_api.HParam, each shown under its setting's name.
 
@@ -209,10 +197,10 @@ class TensorBoardWriter:
         """One histogram per weight tensor, tagged by its unique Keras path, and one per LSTM gate."""
         self.fused_histograms(step, "weights", model, {variable.path: variable for variable in model.weights})
 
-    def gradients(self, step: int, model: keras.Model, x, y, description: str) -> None:
-        """The same for the loss gradient on the batch (x, y): one per trainable weight, one per LSTM gate."""
+    def gradients(self, step: int, model: keras.Model, gradients: list, description: str) -> None:
+        """The same for a step's gradients, one per trainable weight in order: one per weight, one per LSTM gate."""
         paths = [variable.path for variable in model.trainable_variables]
-        self.fused_histograms(step, "gradients", model, dict(zip(paths, loss_gradients(model, x, y))), description)
+        self.fused_histograms(step, "gradients", model, dict(zip(paths, map(np.asarray, gradients))), description)
 
     def fused_histograms(self, step: int, kind: str, model: keras.Model, arrays: dict, description: str = "") -> None:
         """arrays: {variable path: values}. Tags `<kind>/<path>`, and `<kind>_by_gate/<path>/<gate>` for an LSTM's."""

@@ -73,7 +73,8 @@ def loss_and_accuracy(y, logits, batch_size=None):
 
 
 def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, clip_norm: float, shares: int = 1):
-    """A compiled step: x float32 [B, T, F], y int32 [B] -> mean loss, accuracy, gradient norm (unclipped).
+    """A compiled step: x float32 [B, T, F], y int32 [B] -> mean loss, accuracy, gradient norm (unclipped) and
+    the gradients Adam applied (clipped), one per weight, for TensorBoard's histograms.
 
     shares: 2 on a CPU (two halves of the batch at once: steps.in_shares). On several replicas each takes its b
     of the B images (batch_size = B); their gradients are summed (all-reduce) before the norm: one device's step.
@@ -93,7 +94,7 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, c
             # clip_norm: the direction is kept, only the step is shortened.
             gradients, _ = tf.clip_by_global_norm(gradients, clip_norm, use_norm=gradient_norm)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return loss, accuracy, gradient_norm
+        return loss, accuracy, gradient_norm, gradients
 
     return train_step
 
@@ -117,8 +118,8 @@ def train_epoch(train_steps, batches, means: Means, after_steps: Callable) -> di
     each (steps.several_steps_per_call). means: zero at a fresh epoch, as the checkpoint left them on resume.
     """
     for x, y in batches:
-        per_step = train_steps(x, y)  # (k, 4): loss, accuracy, gradient norm, learning rate of each step
-        after_steps(per_step)
+        per_step, gradients = train_steps(x, y)  # (k, 4): loss, accuracy, gradient norm, learning rate of each step
+        after_steps(per_step, gradients)  # gradients: the last step's, one per weight, for TensorBoard
     return means.result()
 
 
@@ -176,7 +177,7 @@ def train_and_evaluate(config: Config, log: Callable[[str], None] = print, cache
         optimizer.build(model.trainable_variables)  # Adam's moments, made now, beside the weights they follow
     model.summary(print_fn=lambda text, **_: log(text))
     train_means, validation_means, test_means = Means(), Means(), Means()
-    train_steps = several_steps_per_call(train_step, train_means, optimizer, model.input_shape[1:], strategy)
+    train_steps = several_steps_per_call(train_step, train_means, optimizer, model, strategy)
     eval_step = make_eval_step(model, shares)
     validation_set = make_dataset(splits.x_val, splits.y_val, config.batch_size)
     test_set = make_dataset(splits.x_test, splits.y_test, config.batch_size)

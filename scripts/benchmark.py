@@ -14,7 +14,8 @@ The seven parts, each printed as a table, and all of it written as JSON (--json)
               (with the validation pass and the per-epoch histograms and pictures)
   steps       where a training step's time goes: the same batches through nested parts of
               the step (forward; + backward; + clipping and Adam; phase 1's loop of one call
-              per step with its host syncs; ten steps per call), alternating
+              per step with its host syncs; ten steps per call; + the batch in two halves at
+              once; + the loop unrolled, which is ours on a CPU), alternating
   startup     seconds from the command's start to the end of its first training step, for a
               one-step run (--train-examples 128 --val-size 128 --test-examples 128 --epochs 1
               --no-tensorboard), first with an empty data cache and then a second time, against
@@ -326,9 +327,9 @@ def step_parts(args) -> dict:
     x = splits.x_train.reshape(steps, config.batch_size, *splits.x_train.shape[1:])  # (S, B, T, F)
     y = splits.y_train.reshape(steps, config.batch_size)  # (S, B)
 
-    def parts():
+    def parts(unroll=False):
         keras.utils.set_random_seed(0)
-        model = build_model(config)
+        model = build_model(config, unroll=unroll)
         optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config, 430))
         means = Means()
         return model, optimizer, means
@@ -359,24 +360,26 @@ def step_parts(args) -> dict:
 
         def run():
             for i in range(steps):
-                loss, accuracy, gradient_norm = train_step(x[i], y[i])
+                loss, accuracy, gradient_norm, _ = train_step(x[i], y[i])
                 means.update(loss, accuracy, batch_size=config.batch_size)
                 int(optimizer.iterations), float(loss), float(gradient_norm), float(accuracy)
         return run
 
-    def several_per_call(k):
-        model, optimizer, means = parts()
-        train_steps = several_steps_per_call(make_train_step(model, optimizer, config.clip_norm), means, optimizer,
-                                             x.shape[2:])
-        return lambda: [train_steps(x[i:i + k], y[i:i + k]).numpy() for i in range(0, steps, k)]
+    def several_per_call(k, shares=1, unroll=False):
+        model, optimizer, means = parts(unroll)
+        train_steps = several_steps_per_call(make_train_step(model, optimizer, config.clip_norm, shares), means,
+                                             optimizer, model)
+        return lambda: [train_steps(x[i:i + k], y[i:i + k])[0].numpy() for i in range(0, steps, k)]
 
     variants = {"forward (loss)": forward(), "forward + backward (gradients, their norm)": forward_backward(),
                 "train_step: + clipping, Adam": train_step_only(),
                 "phase 1's loop: one call per step, means, 4 reads": phase_one_loop()}
-    for k in sorted({1, 50, STEPS_PER_CALL} - {STEPS_PER_CALL}) + [STEPS_PER_CALL]:  # ours last: the reference
+    for k in (1, 50, STEPS_PER_CALL):
         if k <= steps:
-            variants[f"{'ours: ' if k == STEPS_PER_CALL else ''}{k} step{'s' * (k > 1)} per call, means, "
-                     f"1 read per call"] = several_per_call(k)
+            variants[f"{k} step{'s' * (k > 1)} per call, means, 1 read per call"] = several_per_call(k)
+    # What a default run does on a CPU (ours last: the reference): steps.in_shares, then steps.unroll_for.
+    variants["+ the batch read in two halves at once (in_shares)"] = several_per_call(STEPS_PER_CALL, shares=2)
+    variants["ours: + the loop over the rows unrolled (unroll_for)"] = several_per_call(STEPS_PER_CALL, 2, True)
     for run in variants.values():
         run()  # traces, warms up
     wall = {name: [] for name in variants}
@@ -450,8 +453,8 @@ def child(kind: str, flags: list[str]) -> None:
 
         after_steps = Run.after_steps
 
-        def counted(run, per_step):
-            after_steps(run, per_step)
+        def counted(run, *args):
+            after_steps(run, *args)
             mark("first_step_done")
 
         Run.after_steps = counted

@@ -293,8 +293,8 @@ def test_the_hand_written_cell_gets_the_same_gate_pictures():
                                probabilities_after_each_row(keras_model, x), atol=1e-5)
 
 
-def test_without_a_validation_set_nothing_is_written_for_it_and_gradients_come_from_fixed_training_digits(tmp_path):
-    """The hooks on their own: validation None (--val-size 0), gradients on the first 128 training digits."""
+def test_without_a_validation_set_nothing_is_written_for_it_and_the_step_gradients_are_histogrammed(tmp_path):
+    """The hooks on their own: validation None (--val-size 0); the gradients handed in are the ones written."""
     keras.utils.set_random_seed(0)
     config = Config(units=8, epochs=1, val_size=0, log_dir=str(tmp_path))
     model = trained_looking(build_model(config))
@@ -303,20 +303,21 @@ def test_without_a_validation_set_nothing_is_written_for_it_and_gradients_come_f
     no_images = np.zeros((0, TIMESTEPS, FEATURES), np.float32)
     splits = SimpleNamespace(x_train=x_train, y_train=y_train, x_val=no_images, y_val=np.zeros(0, np.int32),
                              x_test=x_train[:50])
+    # A training step's gradients, as train_step returns them (one per weight, in model.trainable_variables' order).
+    with tf.GradientTape() as tape:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y_train[:128], model(x_train[:128]))
+    gradients = tape.gradient(loss, model.trainable_variables)
     run_dir = tmp_path / "run"
     with Dashboard(run_dir, config, model, splits, log=lambda line: None) as dashboard:
         dashboard.start_of_run("the model summary")
-        dashboard.end_of_epoch(1, 2, {"loss": 2.3, "accuracy": 0.1}, None, np.zeros(0, np.int64))
+        dashboard.end_of_epoch(1, 2, {"loss": 2.3, "accuracy": 0.1}, None, np.zeros(0, np.int64), gradients)
         dashboard.end_of_run(2, {"loss": 2.2, "accuracy": 0.2})
     assert sorted(path.name for path in run_dir.iterdir() if path.is_dir()) == ["test", "train"]  # no validation/
     train = EventAccumulator(str(run_dir / "train"), size_guidance={"tensors": 0})
     train.Reload()
     assert {"epoch/loss", "inputs/as_timesteps", "gradients_by_gate/lstm_1/lstm_cell/kernel/candidate"} \
         <= set(train.Tags()["tensors"])
-    # The written gradient is the mean loss's gradient on the first 128 training digits, computed here by Keras.
-    with tf.GradientTape() as tape:
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y_train[:128], model(x_train[:128]))
-    expected = tape.gradient(loss, model.get_layer("lstm_1").cell.kernel).numpy()  # (F, 4H)
+    expected = gradients[[v.path for v in model.trainable_variables].index("lstm_1/lstm_cell/kernel")].numpy()
     (event,) = train.Tensors("gradients/lstm_1/lstm_cell/kernel")
     buckets = tf.make_ndarray(event.tensor_proto)  # (30, 3): left, right, count
     np.testing.assert_allclose([buckets[0, 0], buckets[-1, 1]], [expected.min(), expected.max()], rtol=1e-4)

@@ -47,21 +47,21 @@ def fresh(config=CONFIG, shares=1, unroll=False):
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config, steps_per_epoch=10))
     means = Means()
     train_step = make_train_step(model, optimizer, config.clip_norm, shares)
-    return model, optimizer, means, train_step, several_steps_per_call(train_step, means, optimizer,
-                                                                        (TIMESTEPS, FEATURES))
+    return model, optimizer, means, train_step, several_steps_per_call(train_step, means, optimizer, model)
 
 
 def run_in_groups(groups: list[int], x, y, shares=1, config=CONFIG, unroll=False):
-    """Train on the 10 batches, `groups` batches per call; returns weights, per-step numbers and the means."""
+    """Train on the 10 batches, `groups` batches per call: weights, per-step numbers, means, last step's gradients."""
     model, _, means, _, train_steps = fresh(config, shares=shares, unroll=unroll)
     per_step, batch = [], 0
     for k in groups:
         start, end = batch * BATCH, min((batch + k) * BATCH, len(y))
         size = min(BATCH, end - start)
-        per_step.append(train_steps(x[start:end].reshape(k, size, TIMESTEPS, FEATURES),
-                                    y[start:end].reshape(k, size)).numpy())
+        numbers, gradients = train_steps(x[start:end].reshape(k, size, TIMESTEPS, FEATURES),
+                                         y[start:end].reshape(k, size))
+        per_step.append(numbers.numpy())
         batch += k
-    return model.get_weights(), np.concatenate(per_step), means.result()
+    return model.get_weights(), np.concatenate(per_step), means.result(), [g.numpy() for g in gradients]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def reference(batches):
 def test_steps_grouped_any_way_give_bit_identical_weights(batches, reference):
     x, y = batches
     for groups in ([1] * 10, [4, 5, 1]):
-        weights, per_step, means = run_in_groups(groups, x, y)
+        weights, per_step, means, _ = run_in_groups(groups, x, y)
         for got, expected in zip(weights, reference[0], strict=True):
             np.testing.assert_array_equal(got, expected)
         np.testing.assert_array_equal(per_step, reference[1])
@@ -84,7 +84,7 @@ def test_steps_grouped_any_way_give_bit_identical_weights(batches, reference):
 @pytest.mark.parametrize("shares", [2, 3])
 def test_a_batch_read_in_shares_side_by_side_trains_what_the_whole_batch_trains(batches, reference, shares):
     """steps.in_shares is speed, not maths: the same 10 steps (the last batch of 6 cut unevenly) to float32."""
-    weights, per_step, means = run_in_groups([9, 1], *batches, shares=shares)
+    weights, per_step, means, _ = run_in_groups([9, 1], *batches, shares=shares)
     assert not all(np.array_equal(got, expected) for got, expected in zip(weights, reference[0]))  # really run apart
     for got, expected in zip(weights, reference[0], strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
@@ -133,15 +133,20 @@ def test_in_shares_gives_every_image_its_own_logits_even_when_a_share_is_empty(b
 def test_several_steps_per_call_compute_what_one_call_per_step_computes(batches, reference):
     """The k-step call against the phase-1 loop: train_step once per batch from Python, means updated outside."""
     x, y = batches
-    weights, per_step, means = reference
+    weights, per_step, means, last_gradients = reference
     model, optimizer, one_by_one, train_step, _ = fresh()
     for step, (batch_x, batch_y) in enumerate(make_dataset(x, y, BATCH)):
-        loss, accuracy, gradient_norm = train_step(batch_x, batch_y)
+        loss, accuracy, gradient_norm, gradients = train_step(batch_x, batch_y)
         one_by_one.update(loss, accuracy, batch_size=len(batch_y))
         np.testing.assert_allclose(per_step[step], [float(loss), float(accuracy), float(gradient_norm),
                                                     float(optimizer.learning_rate)], rtol=1e-6)
     for got, expected in zip(model.get_weights(), weights, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    # The k-step call hands back the gradients of its last step (TensorBoard's histograms), as Adam applied them:
+    assert float(gradient_norm) > CONFIG.clip_norm  # clipped in this step, so the check below tells them apart
+    for got, expected in zip(last_gradients, gradients, strict=True):
+        np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(tf.linalg.global_norm(last_gradients), CONFIG.clip_norm, rtol=1e-5)
     assert one_by_one.result() == pytest.approx(means, rel=1e-6)
 
 
@@ -329,8 +334,8 @@ def test_the_loss_scaled_float16_step_follows_the_float32_step(batches):
     optimizer.build(model.trainable_variables)
     for step in range(3):
         batch = slice(step * BATCH, (step + 1) * BATCH)
-        expected = [float(value) for value in float32[3](x[batch], y[batch])]
-        got = [float(value) for value in train_step(x[batch], y[batch])]
+        expected = [float(value) for value in float32[3](x[batch], y[batch])[:3]]
+        got = [float(value) for value in train_step(x[batch], y[batch])[:3]]
         assert got == pytest.approx(expected, rel=2e-2), step  # loss, accuracy, gradient norm
     for got, expected in zip(model.get_weights(), float32[0].get_weights(), strict=True):
         np.testing.assert_allclose(got, expected, atol=2e-3)  # float32 weights, moved by 3 steps of 1e-3
