@@ -73,12 +73,11 @@ def loss_and_accuracy(y, logits, batch_size=None):
 
 
 def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, clip_norm: float, shares: int = 1):
-    """A compiled step: x float32 [B, T, F], y int32 [B] -> mean loss, accuracy, gradient norm (unclipped) and
-    the gradients Adam applied (clipped), one per weight, for TensorBoard's histograms.
+    """A compiled step: x float32 [B, T, F], y int32 [B] -> mean loss, accuracy, gradient norm, gradients.
 
-    shares: 2 on a CPU (two halves of the batch at once: steps.in_shares). On several replicas each takes its b
-    of the B images (batch_size = B); their gradients are summed (all-reduce) before the norm: one device's step.
-    """
+    The norm is taken before clipping, the gradients after, as Adam applies them (TensorBoard's histograms).
+    shares: 2 on a CPU (steps.in_shares). Several replicas each take b of the B images (batch_size = B) and
+    sum their gradients (all-reduce) before the norm: one device's step."""
     distribution.step_sums_the_gradients(optimizer)  # the step below sums them, so the optimizer must not
 
     @tf.function(reduce_retracing=True)
