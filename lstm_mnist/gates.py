@@ -84,11 +84,17 @@ def layer_inputs(model: keras.Model, layer: keras.layers.Layer, pixel_rows) -> n
 
 
 def lstm_gate_activations(layer: keras.layers.RNN, inputs) -> Gates:
-    """Replay `layer`'s equations on `inputs` and return what each gate computed at every step.
+    """What each gate of `layer` computed at every step on `inputs`: the Gates of `lstm_replay`."""
+    return lstm_replay(layer, inputs)[1]
+
+
+def lstm_replay(layer: keras.layers.RNN, inputs) -> tuple[np.ndarray, Gates]:
+    """Replay `layer`'s equations on `inputs`: the hidden state after every step, and every gate's values.
 
     inputs: float32 [B, T, F], the sequence the layer reads (for the first
-    layer, the pixels: 28 rows by default). Returns Gates, each float32 [B, T, H];
-    step t is the t-th step the layer read (a backward layer reads the last one first).
+    layer, the pixels: 28 rows by default). Returns h float32 [B, T, R] and
+    Gates, each float32 [B, T, H]; step t is the t-th step the layer read (a
+    backward layer reads the last one first).
 
     The replay is lstm_cell.lstm_forward, the package's one hand-written
     LSTM, fed the layer's own weights (tests/test_dashboard.py checks that it
@@ -99,10 +105,10 @@ def lstm_gate_activations(layer: keras.layers.RNN, inputs) -> Gates:
     x = np.asarray(inputs, dtype=np.float32)  # (B, T, F)
     if layer.go_backwards:
         x = x[:, ::-1]  # the backward half of a Bidirectional reads the last timestep first
-    _, _, gates = lstm_forward(x, cell.kernel, cell.recurrent_kernel, cell.bias,
-                               peepholes=getattr(cell, "peephole_weights", None),
-                               projection=getattr(cell, "projection_weights", None))
-    return gates  # each (B, T, H)
+    hidden, _, gates = lstm_forward(x, cell.kernel, cell.recurrent_kernel, cell.bias,
+                                    peepholes=getattr(cell, "peephole_weights", None),
+                                    projection=getattr(cell, "projection_weights", None))
+    return hidden, gates  # (B, T, R), each gate (B, T, H)
 
 
 def model_gate_activations(model: keras.Model, pixel_rows) -> dict[str, Gates]:

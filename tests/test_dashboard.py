@@ -105,8 +105,10 @@ def test_gate_activations_of_stacked_and_bidirectional_models():
         assert all(gate.shape == (2, TIMESTEPS, 4) for gate in gates)
 
 
-@pytest.mark.parametrize("settings", [dict(), dict(layers=2, input_projection=6, dropout=0.2), dict(cell="gru")])
+@pytest.mark.parametrize("settings", [dict(), dict(layers=2, input_projection=6, dropout=0.2), dict(cell="gru"),
+                                      dict(cell="scratch", peepholes=True, recurrent_projection=4)])
 def test_probabilities_after_the_last_row_are_the_models_prediction(settings):
+    """An LSTM's rows are replayed by lstm_cell.lstm_forward, a GRU's stepped by Keras: both end at the model's answer."""
     keras.utils.set_random_seed(0)
     model = trained_looking(build_model(Config(units=8, **settings)))
     x = random_rows()
