@@ -87,6 +87,7 @@ def histogram_buckets(values, bucket_count: int = HISTOGRAM_BUCKETS) -> np.ndarr
     # as slow on the 34 weight and gradient histograms (~25 eager ops per call) and 2-7x on the gate activations
     # (a values x 30 one-hot matrix): 0.15-0.3 s more per epoch, up to the whole 3% that logging may cost.
     data = np.asarray(values, dtype=np.float64).ravel()
+    data = data[np.isfinite(data)]  # a --mixed-precision step that overflowed hands back inf gradients: left out
     if data.size == 0:
         return np.zeros((bucket_count, 3))
     low, high = data.min(), data.max()

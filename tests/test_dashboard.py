@@ -280,6 +280,14 @@ def test_histogram_buckets_match_tensorboards_own(values):
     np.testing.assert_array_equal(ours[:, 2], reference[:, 2])  # counts
 
 
+def test_a_histogram_leaves_out_values_that_are_not_finite():
+    """The gradients of a loss-scaled step that overflowed (--mixed-precision) are inf: the finite ones are counted."""
+    values = np.array([np.inf, -np.inf, np.nan, 1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(histogram_buckets(values), histogram_buckets(values[3:]))
+    assert histogram_buckets(values[3:])[:, 2].sum() == 3
+    assert histogram_buckets(np.array([np.nan, np.inf]))[:, 2].sum() == 0
+
+
 def test_the_hand_written_cell_gets_the_same_gate_pictures():
     """--cell scratch: the same weights in a Keras LSTM and in lstm_cell.py's cell give the same gates and reading."""
     keras.utils.set_random_seed(0)
