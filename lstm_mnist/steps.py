@@ -108,11 +108,12 @@ def in_shares(model: keras.Model, x, shares: int, training: bool):
     """
     if x.shape[0] is not None:  # a batch size known in advance: Keras's LSTM refuses a share of 0 images
         shares = max(1, min(shares, x.shape[0]))
-    batch = tf.shape(x)[0]  # known only when the step runs: an empty share (a last batch of 1) computes nothing
     if shares == 1:
         return model(x, training=training)
-    sizes = [(batch + share) // shares for share in range(shares)]  # as even as can be; they add up to b
-    return tf.concat([model(piece, training=training) for piece in tf.split(x, tf.stack(sizes), num=shares)], 0)
+    batch = tf.shape(x)[0]  # known only when the step runs: an empty share (a last batch of 1) computes nothing
+    # Share r holds images r*b//n to (r+1)*b//n - 1, as distribution.split_batch cuts a batch between replicas.
+    pieces = [x[r * batch // shares:(r + 1) * batch // shares] for r in range(shares)]
+    return tf.concat([model(piece, training=training) for piece in pieces], axis=0)
 
 
 def shares_for(strategy, gpus: list) -> int:
