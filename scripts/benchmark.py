@@ -1,14 +1,15 @@
 """How fast, how lean and how accurate `lstm-mnist train` is, side by side with the same model trained by model.fit.
 
-    python scripts/benchmark.py                     # all seven parts, full MNIST (about 25 minutes on 2 cores)
+    python scripts/benchmark.py                     # all eight parts, full MNIST (about 35 minutes on 2 cores)
     python scripts/benchmark.py --only throughput,logging --repeats 5
     python scripts/benchmark.py --quick             # tiny sizes, one repeat: that the script works (CI)
 
-The seven parts, each printed as a table, and all of it written as JSON (--json):
+The eight parts, each printed as a table, and all of it written as JSON (--json):
 
-  throughput  training images per second in steady state (the second epoch of each run),
-              of `lstm-mnist train` (default logging, and --no-tensorboard), of the same
-              model trained by `model.fit`, and of both with --cell scratch; ratios to fit
+  throughput  training images per second in steady state (the epochs after the first of each
+              run), of `lstm-mnist train` (default logging, and --no-tensorboard), of the same
+              model trained by `model.fit` (and unrolled), and of both with --cell scratch;
+              each run in a new process, as a user starts one; ratios to model.fit
   logging     what TensorBoard costs: the same runs, default logging against --no-tensorboard,
               for the training part of an epoch (per-step hooks) and for the whole epoch
               (with the validation pass and the per-epoch histograms and pictures)
@@ -29,10 +30,13 @@ The seven parts, each printed as a table, and all of it written as JSON (--json)
               and mirrored over two logical devices split from the same CPU (--strategy
               mirrored --devices CPU:0,CPU:1), the same global batch, --no-tensorboard;
               each run in a new process (a CPU is split before TensorFlow starts), alternating
+  threads     ours (default logging) and model.fit, each with TensorFlow's default threads and
+              with 2 operations at once, 1 thread each (tf.config.threading), each run in a new
+              process (a process sets its threads once), alternating; ratios at equal threads
 
 How the comparisons are made fair on a shared machine: every variant runs once per round,
-the order rotating from round to round, the first epoch of each run (tracing, warm-up)
-excluded; medians and the range over rounds are printed. Wall time on a machine shared with
+each run in a new process (nothing left over from the run before it), the order rotating
+from round to round, the first epoch of each run (tracing, warm-up) excluded; medians and the range over rounds are printed. Wall time on a machine shared with
 other programs jumps when a neighbour takes a core, so the CPU time of this process per
 image is printed beside it: it is what the other programs disturb least, and the ratio to
 trust when the two disagree. Nothing here is asserted; timings are reported, never tested.
@@ -65,7 +69,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("throughput", "logging", "steps", "startup", "memory", "accuracy", "strategies")
+PARTS = ("throughput", "logging", "steps", "startup", "memory", "accuracy", "strategies", "threads")
 ONE_STEP = ["--train-examples", "128", "--val-size", "128", "--test-examples", "128", "--epochs", "1",
             "--no-tensorboard"]
 TARGET = 0.99
@@ -210,43 +214,20 @@ def load_splits(config, cache_dir=None):
 # ---------------------------------------------------------------------------
 
 def throughput(args, log_dir: str) -> dict:
-    """Alternating runs of every variant; steady state = the epochs after the first of each run."""
-    import dataclasses
-
-    from lstm_mnist.config import Config
-
-    base = Config(epochs=args.epochs, train_examples=args.train_examples, val_size=args.val_size,
-                  test_examples=args.test_examples, units=args.units, log_dir=log_dir)
-    variants = {
-        "ours": base,
-        "ours --no-tensorboard": dataclasses.replace(base, tensorboard=False),
-        "model.fit": base,
-        "model.fit, unrolled": base,
-        "ours --cell scratch": dataclasses.replace(base, cell="scratch"),
-        "model.fit --cell scratch": dataclasses.replace(base, cell="scratch"),
+    """Alternating runs of every variant, each in a new process, as a user starts `lstm-mnist train`."""
+    variants = {  # name -> (child kind, extra flags, extra environment)
+        "ours": ("epochs", [], {}),
+        "ours --no-tensorboard": ("epochs", ["--no-tensorboard"], {}),
+        "model.fit": ("fit-epochs", [], {}),
+        "model.fit, unrolled": ("fit-epochs", [], {"BENCHMARK_UNROLL": "1"}),
+        "ours --cell scratch": ("epochs", ["--cell", "scratch"], {}),
+        "model.fit --cell scratch": ("fit-epochs", ["--cell", "scratch"], {}),
     }
     if args.no_scratch:
-        variants = {name: config for name, config in variants.items() if "scratch" not in name}
+        variants = {name: variant for name, variant in variants.items() if "scratch" not in name}
     if args.quick:  # its runs are too short to unroll: the unrolled model.fit would only add a compile
         del variants["model.fit, unrolled"]
-    splits = load_splits(base)
-    samples = {name: [] for name in variants}  # one dict per measured epoch
-    names = list(variants)
-    for repeat in range(args.repeats):
-        order = names[repeat % len(names):] + names[:repeat % len(names)]
-        for name in order:
-            config = variants[name]
-            if name.startswith("model.fit"):
-                epochs = run_fit(config, splits, unroll="unrolled" in name)[0]
-            else:
-                epochs = run_ours(config)[0]
-            steady = epochs[1:] or epochs  # the first epoch traces and warms up
-            samples[name].extend({**epoch, "round": repeat} for epoch in steady)
-            rates = [len(splits.y_train) / epoch["train_seconds"] for epoch in steady]
-            print(f"  round {repeat + 1}/{args.repeats}  {name:26s} {statistics.median(rates):7.0f} images/s "
-                  f"(training part; load average {os.getloadavg()[0]:.1f})", flush=True)
-    images = len(splits.y_train)
-    return {"images_per_epoch": images, "samples": samples}
+    return alternating_runs(args, log_dir, variants, epochs=args.epochs)
 
 
 def per_round(samples: list[dict], key: str) -> dict[int, float]:
@@ -418,15 +399,26 @@ def child(kind: str, flags: list[str]) -> None:
     can measure it from the moment it started this process, and time.process_time(), which neighbours
     on a shared machine disturb less.
     """
-    if kind == "epochs":  # the strategies part: each epoch's timings, printed as JSON
-        from lstm_mnist.cli import main
+    if kind in ("epochs", "fit-epochs"):  # the strategies and threads parts: each epoch's timings, as JSON
+        if os.environ.get("BENCHMARK_THREADS"):  # the threads part: set before TensorFlow runs anything
+            import tensorflow as tf
 
-        clock = Clock()
-        with instrumented(clock), open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-            code = main(["train", *flags])
-        if code:
-            raise SystemExit(code)
-        print("EPOCHS " + json.dumps(clock.epochs()))
+            inter_op, intra_op = (int(n) for n in os.environ["BENCHMARK_THREADS"].split(","))
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        from lstm_mnist.cli import build_parser, config_from_args, main
+
+        if kind == "fit-epochs":
+            config = config_from_args(build_parser().parse_args(["train", *flags]))
+            epochs = run_fit(config, load_splits(config), unroll=bool(os.environ.get("BENCHMARK_UNROLL")))[0]
+        else:
+            clock = Clock()
+            with instrumented(clock), open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                code = main(["train", *flags])
+            if code:
+                raise SystemExit(code)
+            epochs = clock.epochs()
+        print("EPOCHS " + json.dumps(epochs))
         return
     marks = {}
 
@@ -565,32 +557,43 @@ STRATEGY_VARIANTS = {
 
 
 def strategies(args, log_dir: str) -> dict:
-    """Alternating runs of each strategy, each in a new process; steady state = the epochs after the first."""
+    variants = {name: ("epochs", flags + ["--no-tensorboard"], {}) for name, flags in STRATEGY_VARIANTS.items()}
+    return alternating_runs(args, log_dir, variants, epochs=2)
+
+
+def alternating_runs(args, log_dir: str, variants: dict, epochs: int) -> dict:
+    """Every variant once per round, each run in a new process, the order rotating from round to round.
+
+    variants: name -> (child kind: "epochs" for `lstm-mnist train`, "fit-epochs" for model.fit; extra flags;
+    extra environment). Steady state: the epochs after the first of each run (tracing, warm-up).
+    Returns {"images_per_epoch": N, "samples": {name: [{"train_seconds", "train_cpu", "epoch_seconds",
+    "epoch_cpu", "round"}, ...]}}.
+    """
     from lstm_mnist.config import MNIST_TRAIN_SIZE
 
     sizes = ["--train-examples", str(args.train_examples), "--val-size", str(args.val_size),
-             "--test-examples", str(args.test_examples), "--units", str(args.units), "--epochs", "2",
-             "--no-tensorboard", "--log-dir", log_dir]
+             "--test-examples", str(args.test_examples), "--units", str(args.units), "--epochs", str(epochs),
+             "--log-dir", log_dir]
     images = args.train_examples or MNIST_TRAIN_SIZE - args.val_size
-    samples = {name: [] for name in STRATEGY_VARIANTS}
-    names = list(STRATEGY_VARIANTS)
+    samples = {name: [] for name in variants}
+    names = list(variants)
     with tempfile.TemporaryDirectory(prefix="benchmark-cache-") as cache:
-        env = child_env(Path(cache))
         if not args.quick:  # where the numbers mean nothing, the first measured run fills it
-            run_epochs_child(ONE_STEP + ["--log-dir", log_dir], env)  # fills the data cache, not measured
+            run_epochs_child(ONE_STEP + ["--log-dir", log_dir], child_env(Path(cache)))  # not measured
         for repeat in range(args.repeats):
-            for name in names if repeat % 2 == 0 else names[::-1]:
-                steady = run_epochs_child(sizes + STRATEGY_VARIANTS[name], env)[1:]  # the first epoch warms up
+            for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+                kind, flags, extra_env = variants[name]
+                steady = run_epochs_child(sizes + flags, {**child_env(Path(cache)), **extra_env}, kind)[1:]
                 samples[name].extend({**epoch, "round": repeat} for epoch in steady)
                 rates = [images / epoch["train_seconds"] for epoch in steady]
-                print(f"  round {repeat + 1}/{args.repeats}  {name:62s} {statistics.median(rates):7.0f} images/s "
-                      f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+                print(f"  round {repeat + 1}/{args.repeats}  {name:52s} {statistics.median(rates):7.0f} images/s "
+                      f"(training part; load average {os.getloadavg()[0]:.1f})", flush=True)
     return {"images_per_epoch": images, "samples": samples}
 
 
-def run_epochs_child(flags: list[str], env: dict) -> list[dict]:
-    """`lstm-mnist train FLAGS` in a new process: its epochs' timings (Clock.epochs)."""
-    process = subprocess.run([sys.executable, __file__, "--child", "epochs", "--", *flags], env=env,
+def run_epochs_child(flags: list[str], env: dict, kind: str = "epochs") -> list[dict]:
+    """`lstm-mnist train FLAGS` (kind "fit-epochs": model.fit's equivalent) in a new process: its epochs' timings."""
+    process = subprocess.run([sys.executable, __file__, "--child", kind, "--", *flags], env=env,
                              capture_output=True, text=True)
     if process.returncode != 0:
         raise SystemExit(f"benchmark: the run {' '.join(flags)} failed (exit {process.returncode}): "
@@ -617,6 +620,46 @@ def strategies_table(result: dict) -> tuple[str, dict]:
                     f"{cpu_ratio['median']:.2f} ({cpu_ratio['min']:.2f}..{cpu_ratio['max']:.2f}) |")
     table = ("| variant | training images/s, median (range) | CPU ms per image | speed vs one CPU, wall | "
              "speed vs one CPU, CPU |\n|---|---|---|---|---|\n" + "\n".join(rows))
+    return table, summary
+
+
+# ---------------------------------------------------------------------------
+# Part 8: TensorFlow's threads, ours and model.fit, each run in its own process
+# ---------------------------------------------------------------------------
+
+# name -> (inter-op threads: operations at once, intra-op threads: threads inside one operation); None: TF's own.
+THREAD_SETTINGS = {"TensorFlow's default threads": None, "2 operations at once, 1 thread each": (2, 1)}
+
+
+def threads(args, log_dir: str) -> dict:
+    """Ours (default logging) and model.fit under each of THREAD_SETTINGS (a process chooses its threads once,
+    before TensorFlow runs anything: hence a new process per run, as for every part that compares runs)."""
+    variants = {f"{runner}, {setting}": (kind, [], {"BENCHMARK_THREADS": f"{counts[0]},{counts[1]}"} if counts else {})
+                for setting, counts in THREAD_SETTINGS.items()
+                for runner, kind in (("ours", "epochs"), ("model.fit", "fit-epochs"))}
+    return alternating_runs(args, log_dir, variants, epochs=args.epochs)
+
+
+def threads_table(result: dict) -> tuple[str, dict]:
+    images, samples = result["images_per_epoch"], result["samples"]
+    rows, summary = [], {}
+    for name, found in samples.items():
+        wall, cpu = per_round(found, "train_seconds"), per_round(found, "train_cpu")
+        rates = [images / seconds for seconds in wall.values()]
+        entry = {"images_per_second_median": statistics.median(rates), "min": min(rates), "max": max(rates),
+                 "cpu_ms_per_image": statistics.median(cpu.values()) / images * 1e3}
+        cells = ["", ""]
+        if name.startswith("ours"):  # against model.fit with the same threads (time ratio = rate ratio)
+            fit = per_round(samples[name.replace("ours", "model.fit", 1)], "train_seconds")
+            fit_cpu = per_round(samples[name.replace("ours", "model.fit", 1)], "train_cpu")
+            entry["wall_ratio_to_fit"], entry["cpu_ratio_to_fit"] = ratio_summary(fit, wall), ratio_summary(fit_cpu, cpu)
+            cells = [f"{r['median']:.2f} ({r['min']:.2f}..{r['max']:.2f})"
+                     for r in (entry["wall_ratio_to_fit"], entry["cpu_ratio_to_fit"])]
+        summary[name] = entry
+        rows.append(f"| {name} | {entry['images_per_second_median']:,.0f} ({entry['min']:,.0f}..{entry['max']:,.0f}) "
+                    f"| {entry['cpu_ms_per_image']:.3f} | {cells[0]} | {cells[1]} |")
+    table = ("| variant | training images/s, median (range) | CPU ms per image | ours / model.fit, same threads, "
+             "wall | same, CPU |\n|---|---|---|---|---|\n" + "\n".join(rows))
     return table, summary
 
 
@@ -708,6 +751,9 @@ def draw_recipe_figure(results: dict, path: Path) -> None:
 # ---------------------------------------------------------------------------
 
 def machine() -> dict:
+    from lstm_mnist.quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # without TensorFlow's start-up lines
     import keras
     import tensorflow as tf
 
@@ -744,7 +790,7 @@ def parse_args(argv=None):
                         help="draw the accuracy curves here (default: docs/images/recipe.png, not with --quick)")
     parser.add_argument("--redraw", type=Path, default=None, metavar="JSON",
                         help="only draw --figure again from the accuracy part of an earlier --json")
-    parser.add_argument("--child", choices=("ours", "fit", "epochs"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("ours", "fit", "epochs", "fit-epochs"), help=argparse.SUPPRESS)
     parser.add_argument("child_flags", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -816,6 +862,11 @@ def main(argv=None) -> int:
             print("strategies: one CPU against two logical CPUs, each run in a new process, alternating", flush=True)
             table, report["strategies"] = strategies_table(strategies(args, log_dir))
             tables.append(("One CPU against two logical CPUs, steady state", table))
+        if "threads" in args.parts:
+            print("threads: ours and model.fit with TensorFlow's default threads and with 2 operations at once, "
+                  "1 thread each; each run in a new process, alternating", flush=True)
+            table, report["threads"] = threads_table(threads(args, log_dir))
+            tables.append(("TensorFlow's threads, ours and model.fit, steady state", table))
     report["machine"]["load_average_at_end"] = os.getloadavg()[0]
     for title, table in tables:
         print(f"\n## {title}\n\n{table}")
