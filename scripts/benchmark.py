@@ -418,7 +418,11 @@ def child(kind: str, flags: list[str]) -> None:
             if code:
                 raise SystemExit(code)
             epochs = clock.epochs()
-        print("EPOCHS " + json.dumps(epochs))
+        import tensorflow as tf  # the threads the run had (0: TensorFlow's own choice), as the parent asked
+
+        threads = [tf.config.threading.get_inter_op_parallelism_threads(),
+                   tf.config.threading.get_intra_op_parallelism_threads()]
+        print("EPOCHS " + json.dumps([{**epoch, "threads": threads} for epoch in epochs]))
         return
     marks = {}
 
@@ -647,7 +651,8 @@ def threads_table(result: dict) -> tuple[str, dict]:
         wall, cpu = per_round(found, "train_seconds"), per_round(found, "train_cpu")
         rates = [images / seconds for seconds in wall.values()]
         entry = {"images_per_second_median": statistics.median(rates), "min": min(rates), "max": max(rates),
-                 "cpu_ms_per_image": statistics.median(cpu.values()) / images * 1e3}
+                 "cpu_ms_per_image": statistics.median(cpu.values()) / images * 1e3,
+                 "threads_seen": sorted({tuple(sample["threads"]) for sample in found})}  # [(inter, intra)]
         cells = ["", ""]
         if name.startswith("ours"):  # against model.fit with the same threads (time ratio = rate ratio)
             fit = per_round(samples[name.replace("ours", "model.fit", 1)], "train_seconds")

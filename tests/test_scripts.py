@@ -7,6 +7,7 @@ every file in scripts/ is covered by one or the other.
 """
 
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
@@ -19,12 +20,11 @@ TESTS = Path(__file__).resolve().parent
 
 # Scripts whose tiny-mode test lives in another test module (the module must name the script).
 ELSEWHERE = {
-    "benchmark.py": "test_benchmark.py",  # its own module: the longest test, which pytest-xdist then runs beside others
     "benchmark_histograms.py": "test_dashboard.py",
     "gates_by_row.py": "test_gates_by_row.py",
 }
 # Scripts run by the tests in this module.
-HERE = ("train.py", "gradient_flow.py", "why_lstm.py", "benchmark_logging.py", "screenshots.py")
+HERE = ("train.py", "gradient_flow.py", "why_lstm.py", "benchmark_logging.py", "benchmark.py", "screenshots.py")
 
 
 def run_script(name, *args, env, cwd, timeout=300):
@@ -108,6 +108,32 @@ def test_benchmark_logging_script(tmp_path, cli_env):
     assert result.returncode == 0, result.stderr
     assert "epoch throughput, logging on / off:" in result.stdout
     assert result.stdout.count("repeat 1/1") == 2  # one run with logging, one without
+
+
+def test_benchmark_script(tmp_path, cli_env):
+    """Every part, in tiny sizes: tables, JSON and the figure come out (the numbers mean nothing at this size)."""
+    report, figure = tmp_path / "benchmark.json", tmp_path / "recipe.png"
+    result = run_script("benchmark.py", "--quick", "--json", report, "--figure", figure, env=cli_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for title in ("Training throughput", "What TensorBoard logging costs", "Where a step's time goes",
+                  "Start-up of a one-step run", "Peak resident memory", "Accuracy of the default recipe",
+                  "One CPU against two logical CPUs", "TensorFlow's threads, ours and model.fit"):
+        assert f"## {title}" in result.stdout, title
+    numbers = json.loads(report.read_text())
+    assert {"machine", "throughput", "logging", "steps", "startup", "memory", "accuracy", "strategies",
+            "threads"} <= set(numbers)
+    assert numbers["machine"]["cores"] >= 1 and numbers["machine"]["tensorflow"]
+    assert numbers["throughput"]["ours"]["wall_ratio_to_fit"]["median"] > 0
+    assert numbers["startup"]["ours, second run"]["first_step_done"] > numbers["startup"]["ours, second run"]["imported"]
+    assert len(numbers["accuracy"]["runs"]["0"]["curve"]) == 2  # one point per epoch
+    for name, entry in numbers["threads"].items():  # each setting ran, in its own process, with its threads
+        assert entry["images_per_second_median"] > 0, name
+        assert entry["threads_seen"] == ([[2, 1]] if "2 operations at once" in name else [[0, 0]]), name
+    assert numbers["threads"]["ours, 2 operations at once, 1 thread each"]["wall_ratio_to_fit"]["median"] > 0
+    assert figure.stat().st_size > 10_000
+    redrawn = tmp_path / "again.png"
+    again = run_script("benchmark.py", "--redraw", report, "--figure", redrawn, env=cli_env, cwd=tmp_path)
+    assert again.returncode == 0 and redrawn.stat().st_size > 10_000, again.stderr
 
 
 def test_screenshots_script(tmp_path, cli_env):
