@@ -587,7 +587,8 @@ def alternating_runs(args, log_dir: str, variants: dict, epochs: int) -> dict:
         for repeat in range(args.repeats):
             for name in names[repeat % len(names):] + names[:repeat % len(names)]:
                 kind, flags, extra_env = variants[name]
-                steady = run_epochs_child(sizes + flags, {**child_env(Path(cache)), **extra_env}, kind)[1:]
+                ran = run_epochs_child(sizes + flags, {**child_env(Path(cache)), **extra_env}, kind)
+                steady = ran[1:] or ran  # a 1-epoch run has only its warm-up epoch to show
                 samples[name].extend({**epoch, "round": repeat} for epoch in steady)
                 rates = [images / epoch["train_seconds"] for epoch in steady]
                 print(f"  round {repeat + 1}/{args.repeats}  {name:52s} {statistics.median(rates):7.0f} images/s "
@@ -802,14 +803,38 @@ def parse_args(argv=None):
         args.repeats, args.epochs, args.units, args.no_scratch, args.step_count = 1, 2, 8, True, 10
         args.train_examples, args.val_size, args.test_examples = 256, 64, 64
         args.seeds = "0"
-    args.seeds = [int(seed) for seed in args.seeds.split(",")]
+    for flag, value in (("--repeats", args.repeats), ("--epochs", args.epochs), ("--step-count", args.step_count),
+                        ("--units", args.units)):
+        if value < 1:
+            parser.error(f"{flag} must be 1 or more, got {value}")
+    try:
+        args.seeds = [int(seed) for seed in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds takes whole numbers separated by commas, e.g. 0,1,2; got {args.seeds!r}")
     args.parts = [part.strip() for part in args.only.split(",")]
     unknown = set(args.parts) - set(PARTS)
     if unknown:
         parser.error(f"unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
     if args.figure is None and not args.quick:
         args.figure = ROOT / "docs" / "images" / "recipe.png"
+    for flag, path in (("--json", args.json), ("--figure", args.figure)):  # refused now, not after the runs
+        if path is not None and not can_write(path):
+            parser.error(f"{flag} {path}: cannot write a file there; give a file path in a writable folder")
     return args
+
+
+def can_write(path: Path) -> bool:
+    """Whether a file can be written at `path`: opened for appending (nothing in it changes), and removed
+    again if it was not there before."""
+    existed = path.exists()
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError:
+        return False
+    if not existed:
+        path.unlink()
+    return True
 
 
 def main(argv=None) -> int:

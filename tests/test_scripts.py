@@ -136,6 +136,21 @@ def test_benchmark_script(tmp_path, cli_env):
     assert again.returncode == 0 and redrawn.stat().st_size > 10_000, again.stderr
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--repeats", "0"], "--repeats must be 1 or more"),
+    (["--seeds", "0,one"], "--seeds takes whole numbers"),
+    (["--only", "throughput,speed"], "unknown part(s) speed"),
+    (["--json", "{tmp}/no-such-folder/b.json"], "cannot write a file there"),
+    (["--figure", "{tmp}"], "cannot write a file there"),
+])
+def test_benchmark_refuses_bad_flags_before_running_anything(tmp_path, cli_env, flags, message):
+    result = run_script("benchmark.py", *[flag.format(tmp=tmp_path) for flag in flags], env=cli_env, cwd=tmp_path,
+                        timeout=60)
+    assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1], result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""  # nothing measured, nothing printed
+    assert sorted(path.name for path in tmp_path.iterdir()) == []  # and nothing written
+
+
 def test_screenshots_script(tmp_path, cli_env):
     if importlib.util.find_spec("playwright") is None:
         pytest.skip("scripts/screenshots.py drives Chromium through Playwright, which is not installed "
