@@ -243,32 +243,39 @@ def ratio_summary(numerator: dict[int, float], denominator: dict[int, float]) ->
     return {"median": statistics.median(ratios), "min": ratios[0], "max": ratios[-1], "rounds": len(ratios)}
 
 
-def throughput_table(result: dict) -> tuple[str, dict]:
+def speed_table(result: dict, reference_for, against: str, key: str) -> tuple[str, dict]:
+    """One row per variant: training images/s (median and range over the rounds), CPU ms per image, and its
+    speed against the variant reference_for(name) names, round by round, in wall and in CPU time.
+
+    reference_for(name): the variant to compare with (the row of the reference itself shows 1; None: no ratio).
+    against: the ratio columns' heading; key: the ratios' JSON names, "wall_ratio_<key>" and "cpu_ratio_<key>".
+    """
     images, samples = result["images_per_epoch"], result["samples"]
     rows, summary = [], {}
-    reference = {"": "model.fit", "scratch": "model.fit --cell scratch"}
     for name, found in samples.items():
-        wall = per_round(found, "train_seconds")
-        cpu = per_round(found, "train_cpu")
-        rates = [images / s for s in wall.values()]
+        wall, cpu = per_round(found, "train_seconds"), per_round(found, "train_cpu")
+        rates = [images / seconds for seconds in wall.values()]
         entry = {"images_per_second_median": statistics.median(rates), "min": min(rates), "max": max(rates),
-                 "cpu_ms_per_image": statistics.median(cpu.values()) / images * 1e3}
-        fit = reference["scratch" if "scratch" in name else ""]
-        if fit in samples and fit != name:
-            fit_wall, fit_cpu = per_round(samples[fit], "train_seconds"), per_round(samples[fit], "train_cpu")
-            entry["wall_ratio_to_fit"] = ratio_summary(fit_wall, wall)  # time ratio = rate ratio
-            entry["cpu_ratio_to_fit"] = ratio_summary(fit_cpu, cpu)  # > 1: ours needs less CPU per image
+                 "cpu_ms_per_image": statistics.median(cpu.values()) / images * 1e3,
+                 "threads_seen": sorted({tuple(sample.get("threads", ())) for sample in found})}  # [(inter, intra)]
+        reference = reference_for(name)
+        cells = ["1", "1"] if reference == name else ["", ""]
+        if reference in samples and reference != name:  # time ratio = rate ratio; > 1: faster than the reference
+            entry[f"wall_ratio_{key}"] = ratio_summary(per_round(samples[reference], "train_seconds"), wall)
+            entry[f"cpu_ratio_{key}"] = ratio_summary(per_round(samples[reference], "train_cpu"), cpu)
+            cells = [f"{r['median']:.2f} ({r['min']:.2f}..{r['max']:.2f})"
+                     for r in (entry[f"wall_ratio_{key}"], entry[f"cpu_ratio_{key}"])]
         summary[name] = entry
-        ratio = entry.get("wall_ratio_to_fit")
-        cpu_ratio = entry.get("cpu_ratio_to_fit")
-        rows.append(f"| {name} | {entry['images_per_second_median']:,.0f} ({entry['min']:,.0f}..{entry['max']:,.0f}) | "
-                    f"{entry['cpu_ms_per_image']:.3f} | "
-                    + (f"{ratio['median']:.2f} ({ratio['min']:.2f}..{ratio['max']:.2f}) | "
-                       f"{cpu_ratio['median']:.2f} ({cpu_ratio['min']:.2f}..{cpu_ratio['max']:.2f}) |"
-                       if ratio else "1 | 1 |"))
-    table = ("| variant | training images/s, median (range) | CPU ms per image | speed vs model.fit, wall | "
-             "speed vs model.fit, CPU |\n|---|---|---|---|---|\n" + "\n".join(rows))
+        rows.append(f"| {name} | {entry['images_per_second_median']:,.0f} ({entry['min']:,.0f}..{entry['max']:,.0f}) "
+                    f"| {entry['cpu_ms_per_image']:.3f} | {cells[0]} | {cells[1]} |")
+    table = (f"| variant | training images/s, median (range) | CPU ms per image | {against}, wall | {against}, CPU |"
+             "\n|---|---|---|---|---|\n" + "\n".join(rows))
     return table, summary
+
+
+def throughput_table(result: dict) -> tuple[str, dict]:
+    return speed_table(result, lambda name: "model.fit --cell scratch" if "scratch" in name else "model.fit",
+                       "speed vs model.fit", "to_fit")
 
 
 def logging_table(result: dict) -> tuple[str, dict]:
@@ -607,25 +614,8 @@ def run_epochs_child(flags: list[str], env: dict, kind: str = "epochs") -> list[
 
 
 def strategies_table(result: dict) -> tuple[str, dict]:
-    images, samples = result["images_per_epoch"], result["samples"]
-    one = next(iter(samples))
-    rows, summary = [], {}
-    for name, found in samples.items():
-        wall, cpu = per_round(found, "train_seconds"), per_round(found, "train_cpu")
-        rates = [images / seconds for seconds in wall.values()]
-        entry = {"images_per_second_median": statistics.median(rates), "min": min(rates), "max": max(rates),
-                 "cpu_ms_per_image": statistics.median(cpu.values()) / images * 1e3,
-                 # < 1: slower than one CPU (time ratio = rate ratio)
-                 "wall_ratio_to_one_cpu": ratio_summary(per_round(samples[one], "train_seconds"), wall),
-                 "cpu_ratio_to_one_cpu": ratio_summary(per_round(samples[one], "train_cpu"), cpu)}
-        summary[name] = entry
-        ratio, cpu_ratio = entry["wall_ratio_to_one_cpu"], entry["cpu_ratio_to_one_cpu"]
-        rows.append(f"| {name} | {entry['images_per_second_median']:,.0f} ({entry['min']:,.0f}..{entry['max']:,.0f}) | "
-                    f"{entry['cpu_ms_per_image']:.3f} | {ratio['median']:.2f} ({ratio['min']:.2f}..{ratio['max']:.2f}) | "
-                    f"{cpu_ratio['median']:.2f} ({cpu_ratio['min']:.2f}..{cpu_ratio['max']:.2f}) |")
-    table = ("| variant | training images/s, median (range) | CPU ms per image | speed vs one CPU, wall | "
-             "speed vs one CPU, CPU |\n|---|---|---|---|---|\n" + "\n".join(rows))
-    return table, summary
+    one_cpu = next(iter(result["samples"]))
+    return speed_table(result, lambda name: one_cpu, "speed vs one CPU", "to_one_cpu")
 
 
 # ---------------------------------------------------------------------------
@@ -646,27 +636,9 @@ def threads(args, log_dir: str) -> dict:
 
 
 def threads_table(result: dict) -> tuple[str, dict]:
-    images, samples = result["images_per_epoch"], result["samples"]
-    rows, summary = [], {}
-    for name, found in samples.items():
-        wall, cpu = per_round(found, "train_seconds"), per_round(found, "train_cpu")
-        rates = [images / seconds for seconds in wall.values()]
-        entry = {"images_per_second_median": statistics.median(rates), "min": min(rates), "max": max(rates),
-                 "cpu_ms_per_image": statistics.median(cpu.values()) / images * 1e3,
-                 "threads_seen": sorted({tuple(sample["threads"]) for sample in found})}  # [(inter, intra)]
-        cells = ["", ""]
-        if name.startswith("ours"):  # against model.fit with the same threads (time ratio = rate ratio)
-            fit = per_round(samples[name.replace("ours", "model.fit", 1)], "train_seconds")
-            fit_cpu = per_round(samples[name.replace("ours", "model.fit", 1)], "train_cpu")
-            entry["wall_ratio_to_fit"], entry["cpu_ratio_to_fit"] = ratio_summary(fit, wall), ratio_summary(fit_cpu, cpu)
-            cells = [f"{r['median']:.2f} ({r['min']:.2f}..{r['max']:.2f})"
-                     for r in (entry["wall_ratio_to_fit"], entry["cpu_ratio_to_fit"])]
-        summary[name] = entry
-        rows.append(f"| {name} | {entry['images_per_second_median']:,.0f} ({entry['min']:,.0f}..{entry['max']:,.0f}) "
-                    f"| {entry['cpu_ms_per_image']:.3f} | {cells[0]} | {cells[1]} |")
-    table = ("| variant | training images/s, median (range) | CPU ms per image | ours / model.fit, same threads, "
-             "wall | same, CPU |\n|---|---|---|---|---|\n" + "\n".join(rows))
-    return table, summary
+    # ours against model.fit with the same threads; model.fit's rows have no ratio
+    return speed_table(result, lambda name: name.replace("ours", "model.fit", 1) if name.startswith("ours") else None,
+                       "ours vs model.fit, same threads", "to_fit")
 
 
 # ---------------------------------------------------------------------------
