@@ -104,7 +104,7 @@ def in_shares(model: keras.Model, x, shares: int, training: bool):
     Why: one LSTM step is a chain of 28 small matrix products (B x H by H x 4H) that cannot keep two cores
     busy; two halves of the batch are two chains with nothing between them, which TensorFlow runs at once,
     one per core. Measured on 2 CPU cores (scripts/benchmark.py's step table, README "Speed"): ten steps
-    per call 12.0 ms a step, 10.8 with two halves, 9.3 with two halves and the loop unrolled (unroll_for).
+    per call 10.7 ms a step, 9.6 with two halves, 8.3 with two halves and the loop unrolled (unroll_for).
     """
     if x.shape[0] is not None:  # a batch size known in advance: Keras's LSTM refuses a share of 0 images
         shares = max(1, min(shares, x.shape[0]))
@@ -136,7 +136,7 @@ def unroll_for(timesteps: int, gpus: list, total_steps: int) -> bool:
 
     A tf.while_loop pays for every trip round it, and its steps cannot be interleaved; written out, the
     steps are plain ops, which TensorFlow schedules freely between the two halves of `in_shares`. Measured
-    on 2 CPU cores (scripts/benchmark.py's step table): 9.3 against 10.8 ms a step, and 17.5 against 20.2
+    on 2 CPU cores (scripts/benchmark.py's step table): 8.3 against 9.6 ms a step, and 15.5 against 17.9
     ms of CPU; but the bigger graph takes about 3.3 s longer to trace (forced on for `lstm-mnist train
     --epochs 1 --train-examples 2000`: first epoch 5.8 s against 2.5 s), repaid after some 2,000 steps.
     At T = 56 it gained 2% for a far longer trace: only T <= 28. Never on a GPU: cuDNN needs the loop.

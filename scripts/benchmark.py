@@ -514,8 +514,8 @@ def startup(args, log_dir: str) -> dict:
             flags = [*ONE_STEP, "--log-dir", log_dir]
             order = [("ours, first run (empty data cache)", "ours"), ("ours, second run", "ours"),
                      ("model.fit", "fit")]
-            if repeat % 2:  # model.fit first every other round; ours' second run always follows its first
-                order = order[2:] + order[:2]
+            if repeat % 2:  # ours' first run always comes first: it fills the data cache the other two read
+                order = [order[0], order[2], order[1]]
             for name, kind in order:
                 runs[name].append(run_child(kind, flags, env))
                 print(f"  round {repeat + 1}/{args.repeats}  {name:36s} first step after "
