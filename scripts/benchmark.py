@@ -36,10 +36,11 @@ The eight parts, each printed as a table, and all of it written as JSON (--json)
 
 How the comparisons are made fair on a shared machine: every variant runs once per round,
 each run in a new process (nothing left over from the run before it), the order rotating
-from round to round, the first epoch of each run (tracing, warm-up) excluded; medians and the range over rounds are printed. Wall time on a machine shared with
-other programs jumps when a neighbour takes a core, so the CPU time of this process per
-image is printed beside it: it is what the other programs disturb least, and the ratio to
-trust when the two disagree. Nothing here is asserted; timings are reported, never tested.
+from round to round, the first epoch of each run (tracing, warm-up) excluded; medians and
+the range over rounds are printed. Wall time on a machine shared with other programs jumps
+when a neighbour takes a core, so the CPU time of the run's process per image is printed
+beside it: it is what the other programs disturb least, and the ratio to trust when the two
+disagree. Nothing here is asserted; timings are reported, never tested.
 
 model.fit's side is the stock Keras path for the same model: build_model(config), Adam with
 the same schedule and global_clipnorm, SparseCategoricalCrossentropy(from_logits=True),
@@ -406,10 +407,10 @@ def child(kind: str, flags: list[str]) -> None:
     can measure it from the moment it started this process, and time.process_time(), which neighbours
     on a shared machine disturb less.
     """
-    if kind in ("epochs", "fit-epochs"):  # the strategies and threads parts: each epoch's timings, as JSON
-        if os.environ.get("BENCHMARK_THREADS"):  # the threads part: set before TensorFlow runs anything
-            import tensorflow as tf
+    if kind in ("epochs", "fit-epochs"):  # the parts that compare runs: each epoch's timings, as JSON
+        import tensorflow as tf
 
+        if os.environ.get("BENCHMARK_THREADS"):  # the threads part: set before TensorFlow runs anything
             inter_op, intra_op = (int(n) for n in os.environ["BENCHMARK_THREADS"].split(","))
             tf.config.threading.set_inter_op_parallelism_threads(inter_op)
             tf.config.threading.set_intra_op_parallelism_threads(intra_op)
@@ -425,8 +426,7 @@ def child(kind: str, flags: list[str]) -> None:
             if code:
                 raise SystemExit(code)
             epochs = clock.epochs()
-        import tensorflow as tf  # the threads the run had (0: TensorFlow's own choice), as the parent asked
-
+        # The threads the run had (0: TensorFlow's own choice), for the parent to check that they were set.
         threads = [tf.config.threading.get_inter_op_parallelism_threads(),
                    tf.config.threading.get_intra_op_parallelism_threads()]
         print("EPOCHS " + json.dumps([{**epoch, "threads": threads} for epoch in epochs]))
@@ -578,7 +578,7 @@ def alternating_runs(args, log_dir: str, variants: dict, epochs: int) -> dict:
     variants: name -> (child kind: "epochs" for `lstm-mnist train`, "fit-epochs" for model.fit; extra flags;
     extra environment). Steady state: the epochs after the first of each run (tracing, warm-up).
     Returns {"images_per_epoch": N, "samples": {name: [{"train_seconds", "train_cpu", "epoch_seconds",
-    "epoch_cpu", "round"}, ...]}}.
+    "epoch_cpu", "threads", "round"}, ...]}}, one dict per steady-state epoch.
     """
     from lstm_mnist.config import MNIST_TRAIN_SIZE
 
