@@ -797,8 +797,8 @@ def parse_args(argv=None):
 
 def can_write(path: Path) -> bool:
     """Whether a file can be written at `path`: opened for appending (nothing in it changes), and removed
-    again if it was not there before."""
-    existed = path.exists()
+    again if nothing was there before (a symlink, even a dangling one, is left in place)."""
+    existed = os.path.lexists(path)
     try:
         with open(path, "ab"):
             pass
