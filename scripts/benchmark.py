@@ -400,10 +400,28 @@ def steps_table(result: dict) -> str:
 # Parts 4 and 5: start-up and memory, each run in its own process
 # ---------------------------------------------------------------------------
 
-def child(kind: str, flags: list[str]) -> None:
-    """Run `lstm-mnist train FLAGS` (kind "ours") or model.fit's equivalent ("fit"), printing its marks as JSON.
+def train_quietly(flags: list[str]) -> None:
+    """`lstm-mnist train FLAGS` in this process, its printing dropped; a refusal ends this process with its status."""
+    from lstm_mnist.cli import main
 
-    Each mark is (wall-clock time, CPU seconds of this process so far): time.time(), so that the parent
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        code = main(["train", *flags])
+    if code:
+        raise SystemExit(code)
+
+
+def config_of(flags: list[str]):
+    """The Config that `lstm-mnist train FLAGS` would train."""
+    from lstm_mnist.cli import build_parser, config_from_args
+
+    return config_from_args(build_parser().parse_args(["train", *flags]))
+
+
+def child(kind: str, flags: list[str]) -> None:
+    """Run `lstm-mnist train FLAGS` (kinds "ours", "epochs") or model.fit's equivalent ("fit", "fit-epochs").
+
+    "epochs" and "fit-epochs" print each epoch's timings as JSON (the parts that compare runs);
+    "ours" and "fit" print marks (start-up and memory). Each mark is (wall-clock time, CPU seconds of this process so far): time.time(), so that the parent
     can measure it from the moment it started this process, and time.process_time(), which neighbours
     on a shared machine disturb less.
     """
@@ -414,17 +432,13 @@ def child(kind: str, flags: list[str]) -> None:
             inter_op, intra_op = (int(n) for n in os.environ["BENCHMARK_THREADS"].split(","))
             tf.config.threading.set_inter_op_parallelism_threads(inter_op)
             tf.config.threading.set_intra_op_parallelism_threads(intra_op)
-        from lstm_mnist.cli import build_parser, config_from_args, main
-
         if kind == "fit-epochs":
-            config = config_from_args(build_parser().parse_args(["train", *flags]))
+            config = config_of(flags)
             epochs = run_fit(config, load_splits(config), unroll=bool(os.environ.get("BENCHMARK_UNROLL")))[0]
         else:
             clock = Clock()
-            with instrumented(clock), open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-                code = main(["train", *flags])
-            if code:
-                raise SystemExit(code)
+            with instrumented(clock):
+                train_quietly(flags)
             epochs = clock.epochs()
         # The threads the run had (0: TensorFlow's own choice), for the parent to check that they were set.
         threads = [tf.config.threading.get_inter_op_parallelism_threads(),
@@ -438,10 +452,9 @@ def child(kind: str, flags: list[str]) -> None:
 
     mark("python_started")
     import lstm_mnist.train as train_module  # imports TensorFlow and Keras
-    from lstm_mnist.cli import build_parser, config_from_args
 
+    config = config_of(flags)  # imports the package's command too
     mark("imported")
-    config = config_from_args(build_parser().parse_args(["train", *flags]))
     for name in ("load_mnist", "build_model"):
         original = getattr(train_module, name)
 
@@ -453,7 +466,6 @@ def child(kind: str, flags: list[str]) -> None:
         setattr(train_module, name, wrapped)
 
     if kind == "ours":
-        from lstm_mnist.cli import main
         from lstm_mnist.run import Run
 
         after_steps = Run.after_steps
@@ -463,10 +475,7 @@ def child(kind: str, flags: list[str]) -> None:
             mark("first_step_done")
 
         Run.after_steps = counted
-        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-            code = main(["train", *flags])
-        if code:
-            raise SystemExit(code)
+        train_quietly(flags)
     else:
         splits = load_splits(config)
         mark("load_mnist_done")
