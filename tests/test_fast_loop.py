@@ -10,6 +10,7 @@ the same (seed, epoch).
 """
 
 import dataclasses
+import importlib
 import os
 from types import SimpleNamespace
 
@@ -302,6 +303,48 @@ def test_on_a_gpu_the_default_training_step_uses_cudnn(batches):
     for function in graph.as_graph_def().library.function:
         ops |= {node.op for node in function.node_def}
     assert any(op.startswith("CudnnRNN") for op in ops), sorted(ops)
+
+
+@pytest.mark.parametrize("mixed_precision", [False, True], ids=["float32", "mixed-precision"])
+def test_a_run_that_finds_a_gpu_trains_through_keras_cudnn_path(tmp_path, cache_dir, monkeypatch, mixed_precision):
+    """The GPU test above runs only on a GPU; this one runs everywhere, one step short of the kernel.
+
+    TensorFlow is made to report one GPU (of compute capability 9.0, for --mixed-precision), and Keras to
+    believe one is there; Keras's cuDNN function is replaced by a spy that notes its input and declines
+    (NotImplementedError, as Keras's own check does), so Keras falls back to its loop and the run finishes
+    on the CPU. The spy must have been reached with the training images: the package's GPU settings
+    (whole batches, the loop kept, no recurrent dropout, tanh and sigmoid) are what Keras's cuDNN path needs,
+    even where a CPU run would unroll (UNROLL_FROM_STEPS 1 here), and with float16 under --mixed-precision.
+    """
+    try:
+        keras_tf_rnn = importlib.import_module("keras.src.backend.tensorflow.rnn")  # private: where Keras picks cuDNN
+        keras_tf_rnn._is_gpu_available, keras_tf_rnn._cudnn_lstm  # both must exist
+    except (ImportError, AttributeError):
+        pytest.skip(f"Keras {keras.__version__} no longer picks cuDNN in keras.src.backend.tensorflow.rnn, "
+                    "so its choice cannot be watched here; the GPU-only test above still checks the kernel")
+    physical_devices = tf.config.list_physical_devices
+    fake_gpu = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: [fake_gpu] if kind == "GPU" else physical_devices(kind))
+    monkeypatch.setattr(tf.config.experimental, "get_device_details",
+                        lambda device: {"device_name": "a test's GPU", "compute_capability": (9, 0)})
+    monkeypatch.setattr(keras_tf_rnn, "_is_gpu_available", lambda: True)
+    reached = []
+
+    def spy(inputs, *args, **kwargs):
+        reached.append((tuple(inputs.shape[1:]), inputs.dtype.name))
+        raise NotImplementedError  # "no cuDNN after all": Keras runs its own loop instead
+
+    monkeypatch.setattr(keras_tf_rnn, "_cudnn_lstm", spy)
+    monkeypatch.setattr(steps, "UNROLL_FROM_STEPS", 1)  # a CPU would unroll this run; a GPU must not
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "no-keras-home"))
+    config = Config(epochs=1, train_examples=64, val_size=32, test_examples=32, batch_size=32, units=8,
+                    tensorboard=False, log_dir=str(tmp_path), mixed_precision=mixed_precision)
+    lines = []
+    result = train_and_evaluate(config, log=lines.append, cache_dir=cache_dir)
+    assert "device: GPU (/physical_device:GPU:0)" in lines
+    assert ((TIMESTEPS, FEATURES), "float16" if mixed_precision else "float32") in reached, reached
+    assert result.metrics["test_examples"] == 32
 
 
 # --- Mixed precision: a GPU-only flag ----------------------------------------------------------
