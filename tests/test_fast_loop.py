@@ -26,7 +26,7 @@ from lstm_mnist.model import build_model
 from lstm_mnist.run import Run
 from lstm_mnist import steps
 from lstm_mnist.steps import Means, in_shares, several_steps_per_call, shares_for, unroll_for
-from lstm_mnist.train import learning_rate_schedule, make_train_step, train_and_evaluate
+from lstm_mnist.train import learning_rate_schedule, make_eval_step, make_train_step, train_and_evaluate
 
 BATCH = 16
 # A clip norm below the gradient norms of these steps (0.24 to 0.50), so that clipping acts on every step.
@@ -114,6 +114,19 @@ def test_the_speed_settings_apply_where_they_were_measured_and_nowhere_else():
     assert not unroll_for(TIMESTEPS, gpus=["GPU:0"], total_steps=10**6)  # cuDNN needs the loop
     assert not unroll_for(56, gpus=[], total_steps=10**6)  # --pixels-per-step 14: the trace costs too much
     assert unroll_for(14, gpus=[], total_steps=10**6)  # --pixels-per-step 56
+
+
+def test_the_eval_step_traces_once_for_every_batch_size(batches):
+    """A validation set's smaller last batch (and the test set's) reuses the one trace: no second compile."""
+    x, y = batches
+    model = build_model(CONFIG)
+    eval_step = make_eval_step(model, shares=2)
+    for size in (16, 6, 1):
+        loss, accuracy, digits = eval_step(tf.constant(x[:size]), tf.constant(y[:size]))
+        logits = model(x[:size], training=False).numpy()
+        np.testing.assert_array_equal(digits.numpy(), logits.argmax(axis=-1))
+        np.testing.assert_allclose(accuracy.numpy(), np.mean(logits.argmax(axis=-1) == y[:size]))
+    assert eval_step.experimental_get_tracing_count() == 1
 
 
 def test_in_shares_gives_every_image_its_own_logits_even_when_a_share_is_empty(batches):
