@@ -326,7 +326,7 @@ def test_a_run_that_finds_a_gpu_trains_through_keras_cudnn_path(tmp_path, cache_
     believe one is there; Keras's cuDNN function is replaced by a spy that notes its input and declines
     (NotImplementedError, as Keras's own check does), so Keras falls back to its loop and the run finishes
     on the CPU. The spy must have been reached with the training images: the package's GPU settings
-    (whole batches, the loop kept, no recurrent dropout, tanh and sigmoid) are what Keras's cuDNN path needs,
+    (the loop kept, no recurrent dropout, tanh and sigmoid, a bias) are what Keras's cuDNN path needs,
     even where a CPU run would unroll (UNROLL_FROM_STEPS 1 here), and with float16 under --mixed-precision.
     """
     try:
