@@ -125,6 +125,8 @@ def test_benchmark_script(tmp_path, cli_env):
     assert numbers["machine"]["cores"] >= 1 and numbers["machine"]["tensorflow"]
     assert numbers["throughput"]["ours"]["wall_ratio_to_fit"]["median"] > 0
     assert numbers["startup"]["ours, second run"]["first_step_done"] > numbers["startup"]["ours, second run"]["imported"]
+    from_hooks = numbers["logging"]["whole epoch, from the hooks' own time: epoch / (epoch - hooks)"]["wall_time_ratio"]
+    assert from_hooks["median"] > 1  # the hooks took some time, and less than the epoch around them (tiny epochs here)
     assert len(numbers["accuracy"]["runs"]["0"]["curve"]) == 2  # one point per epoch
     for name, entry in numbers["threads"].items():  # each setting ran, in its own process, with its threads
         assert entry["images_per_second_median"] > 0, name
