@@ -42,7 +42,7 @@ from lstm_mnist.config import Config, flag
 from lstm_mnist.errors import OneLineError, plain_reason
 from lstm_mnist.quiet import import_tensorflow_quietly
 from lstm_mnist.run import (RunLock, StopRequests, TrainingStopped, load_run_config, merge_resume_flags,
-                            read_index)
+                            read_index, refuse_unusable_log_dir)
 
 PROG = "lstm-mnist"
 # Names people type for a flag that is spelled otherwise here (checked before any prefix or near match).
@@ -230,6 +230,8 @@ def train_command(args: argparse.Namespace, stop: StopRequests) -> int:
         saved, _ = load_run_config(args.resume)
         config = merge_resume_flags(saved, given_settings(args))
     worker = distribution.this_worker(config)  # TF_CONFIG, checked (a multi-worker run)
+    if args.resume is None and worker.chief:  # only the chief makes a run folder in --log-dir
+        refuse_unusable_log_dir(config.log_dir, config.name)
     if args.resume is not None:
         # Only the chief locks the run folder; the other workers read it (and the chief may hold the lock).
         with RunLock(args.resume) if worker.chief else contextlib.nullcontext():

@@ -464,6 +464,27 @@ def remove_stale_temporaries(run_dir: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
+def refuse_unusable_log_dir(log_dir: str, name: str) -> None:
+    """Raise RunError now if create_run_dir would refuse (--log-dir not a folder or not writable, --name taken).
+
+    Called before TensorFlow is imported, so that a mistyped path costs no data loading or model building.
+    Creates nothing: the folders are made by create_run_dir once the run starts, which checks again.
+    """
+    base = Path(log_dir).expanduser()
+    if name and os.path.lexists(base / name):
+        raise RunError(f"--name {name}: {base / name} already exists; {name_taken_advice(base / name)}")
+    existing = base
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent  # the nearest part of the path that is there: mkdir starts from it
+    if os.path.lexists(existing) and not existing.is_dir():
+        where = "it is" if existing == base else f"{existing} is"
+        raise RunError(f"--log-dir {log_dir}: {where} not a folder, so no run folder can be made there; "
+                       "pass a folder with --log-dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunError(f"--log-dir {log_dir}: cannot write a run folder there ({os.strerror(errno.EACCES)}); "
+                       "pass a writable folder with --log-dir")
+
+
 def create_run_dir(log_dir: str, name: str, default_name: str, now: datetime.datetime | None = None) -> Path:
     """Create and return a new, empty run folder under `log_dir`.
 

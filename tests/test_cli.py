@@ -76,13 +76,16 @@ def test_bad_paths_exit_2_with_one_line(tmp_path, run_cli):
         (["--data", str(tmp_path / "empty-folder")], "needs all four MNIST IDX files"),
         (["--data", str(tmp_path / "empty.npz")], "the file is empty (0 bytes)"),
         (["--log-dir", str(tmp_path / "runs"), "--name", "taken"], "taken already exists; choose another --name"),
-        (["--log-dir", str(blocker / "logs")], "--log-dir"),
+        (["--log-dir", str(blocker / "logs")], f"{blocker} is not a folder, so no run folder can be made there"),
+        (["--log-dir", str(blocker)], "it is not a folder, so no run folder can be made there"),
     ]
     for argv, message in cases:
         result = run_cli("train", *argv)
         assert result.returncode == 2, (argv, result.stderr)
         assert result.stderr.count("\n") == 1 and message in result.stderr, (argv, result.stderr)
         assert "Traceback" not in result.stderr
+        if "--log-dir" in argv:  # refused before the data is loaded and the model built, not seconds later
+            assert result.stdout == "", (argv, result.stdout)
     assert not_mnist.read_text() == "these are my notes, not MNIST"
     assert blocker.read_text() == "keep me"
     assert (tmp_path / "runs" / "taken" / "config.json").read_text() == "{}"

@@ -33,6 +33,7 @@ import os
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -190,6 +191,22 @@ def test_unreadable_checkpoints_and_config_are_refused(tmp_path, module_env, fin
         (run_dir / "config.json").chmod(0o644)
     assert_one_line(result, 2, "cannot read its config.json (Permission denied)")
     assert snapshot(run_dir) == before
+
+
+def test_a_read_only_log_dir_is_refused_before_the_data_is_loaded(tmp_path, module_env):
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    train = [sys.executable, "-m", "lstm_mnist", "train", "--log-dir", read_only / "logs", "--epochs", "1",
+             "--train-examples", "128"]
+    read_only.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        command = without_root_overrides(*train) if os.geteuid() == 0 else train
+        result = subprocess.run(command, env=module_env, capture_output=True, text=True, timeout=300)
+    finally:
+        read_only.chmod(0o755)
+    assert_one_line(result, 2, f"--log-dir {read_only / 'logs'}: cannot write a run folder there (Permission denied)")
+    assert result.stdout == ""  # refused before the data is loaded and the model built
+    assert list(read_only.iterdir()) == []
 
 
 def test_an_index_pointing_outside_the_folder_is_refused(tmp_path, module_env, finished):
