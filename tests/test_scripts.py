@@ -153,6 +153,24 @@ def test_benchmark_refuses_bad_flags_before_running_anything(tmp_path, cli_env, 
     assert sorted(path.name for path in tmp_path.iterdir()) == []  # and nothing written
 
 
+def test_the_benchmarks_epoch_marks_leave_model_fit_as_a_user_runs_it():
+    """README, Speed: the benchmark's model.fit callback overrides on_train_batch_end (for the first step's time).
+
+    In Keras 3 a callback that overrides a batch hook could switch model.fit from asynchronous to synchronous
+    batch hooks, a different path from a user's plain fit. On TensorFlow both are synchronous: with the
+    callback or without it, Keras reads each step's numbers back. If a Keras version changes that, the
+    comparison with model.fit needs another look.
+    """
+    import keras
+    from keras.src.callbacks.callback_list import CallbackList
+
+    class MarksTheFirstStep(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    assert CallbackList([MarksTheFirstStep()])._async_train is CallbackList([])._async_train is False
+
+
 def test_screenshots_script(tmp_path, cli_env):
     if importlib.util.find_spec("playwright") is None:
         pytest.skip("scripts/screenshots.py drives Chromium through Playwright, which is not installed "
