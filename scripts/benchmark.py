@@ -1,10 +1,10 @@
 """How fast, how lean and how accurate `lstm-mnist train` is, side by side with the same model trained by model.fit.
 
-    python scripts/benchmark.py                     # all eight parts, full MNIST (about 35 minutes on 2 cores)
+    python scripts/benchmark.py                     # all nine parts, full MNIST (about 35 minutes on 2 cores)
     python scripts/benchmark.py --only throughput,logging --repeats 5
     python scripts/benchmark.py --quick             # tiny sizes, one repeat: that the script works (CI)
 
-The eight parts, each printed as a table, and all of it written as JSON (--json):
+The nine parts, each printed as a table, and all of it written as JSON (--json):
 
   throughput  training images per second in steady state (the epochs after the first of each
               run), of `lstm-mnist train` (default logging, and --no-tensorboard), of the same
@@ -34,6 +34,12 @@ The eight parts, each printed as a table, and all of it written as JSON (--json)
   threads     ours (default logging) and model.fit, each with TensorFlow's default threads and
               with 2 operations at once, 1 thread each (tf.config.threading), each run in a new
               process (a process sets its threads once), alternating; ratios at equal threads
+  arithmetic  what the CPU allows: the floating-point operations of a training step (its matrix
+              products, counted: flops_per_image), and how many per second TensorFlow's matrix
+              products reach on this machine (one large product, and the LSTM's own product
+              for half a batch and for a whole one), measured in a new process before the
+              other parts and again after them; against them, the rate at which ours and
+              model.fit do that arithmetic (from the throughput and steps parts, if run)
 
 How the comparisons are made fair on a shared machine: every variant runs once per round,
 each run in a new process (nothing left over from the run before it), the order rotating
@@ -71,7 +77,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("throughput", "logging", "steps", "startup", "memory", "accuracy", "strategies", "threads")
+PARTS = ("throughput", "logging", "steps", "startup", "memory", "accuracy", "strategies", "threads", "arithmetic")
 ONE_STEP = ["--train-examples", "128", "--val-size", "128", "--test-examples", "128", "--epochs", "1",
             "--no-tensorboard"]
 TARGET = 0.99
@@ -440,6 +446,9 @@ def child(kind: str, flags: list[str]) -> None:
     can measure it from the moment it started this process, and time.process_time(), which neighbours
     on a shared machine disturb less.
     """
+    if kind == "products":  # the arithmetic part: what this CPU's matrix products reach
+        print("PRODUCTS " + json.dumps(product_rates(config_of(flags), quick=bool(os.environ.get("BENCHMARK_QUICK")))))
+        return
     if kind in ("epochs", "fit-epochs"):  # the parts that compare runs: each epoch's timings, as JSON
         import tensorflow as tf
 
@@ -749,6 +758,107 @@ def draw_recipe_figure(results: dict, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------
+# Part 9: the arithmetic of a step, against what this CPU's matrix products reach
+# ---------------------------------------------------------------------------
+
+def flops_per_image(timesteps: int, features: int, units: int, classes: int = 10) -> int:
+    """Floating-point operations of one training step per image: its matrix products, 2 per multiply-add.
+
+    Each row t, forward: the four gates' pre-activations z_t = x_t W + h_{t-1} U, 4H sums of F + H products.
+    Backward, from dz_t: dW += x_t^T dz_t and dU += h_{t-1}^T dz_t, together as many as the forward, and
+    dh_{t-1} = dz_t U^T, 4H by H, except at the first row, whose h_{-1} is zeros and needs none. The
+    logits h_T V: forward, dV and dh_T. Left out, the gates' sigmoids, tanh and products (tens of operations
+    per unit and row) and Adam (per weight, not per image): 1% to 2% more.
+    For LSTM-128 on 28 rows of 28, 12,492,288: the MatMul operations of the traced step (tests/test_scripts.py).
+    """
+    gates = 4 * units  # i, f, g, o
+    forward = timesteps * 2 * (features + units) * gates
+    backward = forward + (timesteps - 1) * 2 * units * gates
+    return forward + backward + 3 * 2 * units * classes
+
+
+def product_rates(config, quick: bool) -> dict:
+    """GFLOP/s that TensorFlow's float32 matrix products reach on this machine: per shape, the best of 7 rounds.
+
+    Each timing is of a compiled call that adds up many products of one matrix with different ones (so that
+    none can be shared), independent of one another: TensorFlow may run them side by side, on every core,
+    the best case for the shape. The shapes: one large product, and the LSTM's own, [x_t, h_{t-1}] by [W; U]
+    for the rows of half a batch (what each core multiplies with in_shares) and of a whole batch. Every
+    round times each shape once, the order rotating, as the parts that compare runs do: a slow spell of a
+    shared machine then falls on one round of every shape, not on all the rounds of one.
+    """
+    import tensorflow as tf
+
+    size, width = (256, 2) if quick else (2048, 3)  # (n, products per call) of the large product
+    rows, inputs, gates = config.batch_size, config.features + config.units, 4 * config.units
+    shapes = {f"one large product, {size} x {size} by {size} x {size}": (size, size, size, width),
+              f"the LSTM's product, half a batch: {rows // 2} x {inputs} by {inputs} x {gates}":
+                  (rows // 2, inputs, gates, 20 if quick else 400),
+              f"the LSTM's product, a whole batch: {rows} x {inputs} by {inputs} x {gates}":
+                  (rows, inputs, gates, 10 if quick else 200)}
+    calls = {}
+    for name, (m, k, n, count) in shapes.items():
+        left = tf.random.normal([m, k])
+        rights = [tf.Variable(tf.random.normal([k, n])) for _ in range(count)]
+
+        @tf.function
+        def products(left, rights=rights, m=m, n=n):
+            total = tf.zeros([m, n])
+            for right in rights:
+                total += tf.matmul(left, right)
+            return total
+
+        products(left).numpy()  # traced, warmed up
+        calls[name] = (products, left, 2 * m * k * n * count)
+    best, names = {name: math.inf for name in shapes}, list(shapes)
+    for round_ in range(7):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            products, left, _ = calls[name]
+            started = time.perf_counter()
+            products(left).numpy()
+            best[name] = min(best[name], time.perf_counter() - started)
+    return {name: calls[name][2] / best[name] / 1e9 for name in names}
+
+
+def measure_product_rates(args) -> dict:
+    """product_rates in a new process, as every run here: nothing left over from this one's TensorFlow."""
+    process = subprocess.run([sys.executable, __file__, "--child", "products", "--", "--units", str(args.units)],
+                             env={**os.environ, "BENCHMARK_QUICK": "1" if args.quick else ""},
+                             capture_output=True, text=True)
+    if process.returncode != 0:
+        raise SystemExit(f"benchmark: measuring the matrix products failed (exit {process.returncode}): "
+                         f"{process.stderr[-2000:]}")
+    return json.loads([line for line in process.stdout.splitlines() if line.startswith("PRODUCTS ")][-1][9:])
+
+
+def arithmetic_table(before: dict, after: dict, report: dict, config) -> tuple[str, dict]:
+    """The product rates (before and after the other parts), and the rate at which the measured runs and steps
+    did a step's arithmetic (flops_per_image x images per second), each as a share of one large product's."""
+    flops = flops_per_image(config.timesteps, config.features, config.units)
+    large = statistics.mean([before[next(iter(before))], after[next(iter(after))]])
+    rows, summary = [], {"flops_per_image": flops, "products": {}, "training": {}}
+    for name in before:
+        rate = statistics.mean([before[name], after[name]])
+        summary["products"][name] = {"gflops_before": before[name], "gflops_after": after[name]}
+        rows.append(f"| {name} | {before[name]:.0f} / {after[name]:.0f} | {rate / large:.0%} |")
+    done = {}  # what the other parts measured: name -> images per second
+    for name, entry in report.get("throughput", {}).items():
+        if "scratch" not in name:  # the same model size, but written out by hand: counted for Keras's cell only
+            done[f"{name} (throughput part, median)"] = entry["images_per_second_median"]
+    for name, entry in report.get("steps", {}).items():
+        if not name.startswith(("forward", "phase")):  # whole training steps, as train_steps runs them
+            done[f"{name} (steps part, median)"] = config.batch_size / entry["wall_ms_per_step"] * 1e3
+    for name, images_per_second in done.items():
+        rate = images_per_second * flops / 1e9
+        summary["training"][name] = {"gflops": rate, "share_of_large_product": rate / large}
+        rows.append(f"| {name} | {rate:.0f} | {rate / large:.0%} |")
+    table = (f"a training step: {flops:,} floating-point operations per image in its matrix products\n\n"
+             "| what | GFLOP/s (products: before / after the other parts) | share of one large product's |\n"
+             "|---|---|---|\n" + "\n".join(rows))
+    return table, summary
+
+
+# ---------------------------------------------------------------------------
 # The machine, and the driver
 # ---------------------------------------------------------------------------
 
@@ -792,7 +902,8 @@ def parse_args(argv=None):
                         help="draw the accuracy curves here (default: docs/images/recipe.png, not with --quick)")
     parser.add_argument("--redraw", type=Path, default=None, metavar="JSON",
                         help="only draw --figure again from the accuracy part of an earlier --json")
-    parser.add_argument("--child", choices=("ours", "fit", "epochs", "fit-epochs"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("ours", "fit", "epochs", "fit-epochs", "products"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("child_flags", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -846,6 +957,9 @@ def main(argv=None) -> int:
                                                   for key, value in vars(args).items() if key != "child_flags"}}
     print("machine: " + ", ".join(f"{key} {value}" for key, value in report["machine"].items()), flush=True)
     tables = []
+    if "arithmetic" in args.parts:
+        print("arithmetic: matrix products, in a new process (again after the other parts)", flush=True)
+        products_before = measure_product_rates(args)
     with tempfile.TemporaryDirectory(prefix="benchmark-logs-") as log_dir:
         if "throughput" in args.parts or "logging" in args.parts:
             print("throughput and logging: alternating runs", flush=True)
@@ -893,6 +1007,12 @@ def main(argv=None) -> int:
                   "1 thread each; each run in a new process, alternating", flush=True)
             table, report["threads"] = threads_table(threads(args, log_dir))
             tables.append(("TensorFlow's threads, ours and model.fit, steady state", table))
+    if "arithmetic" in args.parts:
+        from lstm_mnist.config import Config
+
+        table, report["arithmetic"] = arithmetic_table(products_before, measure_product_rates(args), report,
+                                                       Config(units=args.units))
+        tables.append(("The arithmetic of a step, against this CPU's matrix products", table))
     report["machine"]["load_average_at_end"] = os.getloadavg()[0]
     for title, table in tables:
         print(f"\n## {title}\n\n{table}")

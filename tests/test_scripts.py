@@ -117,11 +117,12 @@ def test_benchmark_script(tmp_path, cli_env):
     assert result.returncode == 0, result.stderr
     for title in ("Training throughput", "What TensorBoard logging costs", "Where a step's time goes",
                   "Start-up of a one-step run", "Peak resident memory", "Accuracy of the default recipe",
-                  "One CPU against two logical CPUs", "TensorFlow's threads, ours and model.fit"):
+                  "One CPU against two logical CPUs", "TensorFlow's threads, ours and model.fit",
+                  "The arithmetic of a step, against this CPU's matrix products"):
         assert f"## {title}" in result.stdout, title
     numbers = json.loads(report.read_text())
     assert {"machine", "throughput", "logging", "steps", "startup", "memory", "accuracy", "strategies",
-            "threads"} <= set(numbers)
+            "threads", "arithmetic"} <= set(numbers)
     assert numbers["machine"]["cores"] >= 1 and numbers["machine"]["tensorflow"]
     assert numbers["throughput"]["ours"]["wall_ratio_to_fit"]["median"] > 0
     assert numbers["startup"]["ours, second run"]["first_step_done"] > numbers["startup"]["ours, second run"]["imported"]
@@ -132,6 +133,10 @@ def test_benchmark_script(tmp_path, cli_env):
         assert entry["images_per_second_median"] > 0, name
         assert entry["threads_seen"] == ([[2, 1]] if "2 operations at once" in name else [[0, 0]]), name
     assert numbers["threads"]["ours, 2 operations at once, 1 thread each"]["wall_ratio_to_fit"]["median"] > 0
+    arithmetic = numbers["arithmetic"]  # the products measured twice, and a row for each full-step measurement
+    assert all(rates["gflops_before"] > 0 and rates["gflops_after"] > 0 for rates in arithmetic["products"].values())
+    assert {"ours (throughput part, median)", "model.fit (throughput part, median)",
+            "ours: + the loop over the rows unrolled (unroll_for) (steps part, median)"} <= set(arithmetic["training"])
     assert figure.stat().st_size > 10_000
     redrawn = tmp_path / "again.png"
     again = run_script("benchmark.py", "--redraw", report, "--figure", redrawn, env=cli_env, cwd=tmp_path)
@@ -189,3 +194,37 @@ def test_screenshots_script(tmp_path, cli_env):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     for view in ("scalars", "graphs_train_step"):
         assert (tmp_path / "shots" / f"tensorboard_{view}.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("sizes", [{}, {"units": 16, "pixels_per_step": 56}])
+def test_the_benchmarks_flop_count_is_the_matrix_products_of_the_traced_step(sizes):
+    """The arithmetic part's count (benchmark.py's flops_per_image) against the graph: every MatMul of the
+    training step's forward and backward pass, unrolled so that all T rows are in it, 2 FLOP per multiply-add."""
+    import tensorflow as tf
+
+    from lstm_mnist.config import Config
+    from lstm_mnist.model import build_model
+    from lstm_mnist.train import loss_and_accuracy
+
+    spec = importlib.util.spec_from_file_location("benchmark", SCRIPTS / "benchmark.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    config, batch = Config(**sizes), 32
+    model = build_model(config, unroll=True)
+
+    @tf.function(input_signature=[tf.TensorSpec([batch, config.timesteps, config.features]),
+                                  tf.TensorSpec([batch], tf.int32)])
+    def gradients(x, y):
+        with tf.GradientTape() as tape:
+            loss, _ = loss_and_accuracy(y, model(x, training=True))
+        return tape.gradient(loss, model.trainable_variables)
+
+    counted = 0
+    for op in gradients.get_concrete_function().graph.get_operations():
+        assert op.type not in ("While", "StatelessWhile", "BatchMatMulV2"), op.type  # all of it in plain MatMuls
+        if op.type == "MatMul":
+            a, b = (tensor.shape for tensor in op.inputs)
+            rows, inner = (a[1], a[0]) if op.get_attr("transpose_a") else (a[0], a[1])
+            columns = b[0] if op.get_attr("transpose_b") else b[1]
+            counted += 2 * rows * inner * columns
+    assert counted == batch * benchmark.flops_per_image(config.timesteps, config.features, config.units)
