@@ -125,6 +125,8 @@ def test_benchmark_script(tmp_path, cli_env):
             "threads", "arithmetic"} <= set(numbers)
     assert numbers["machine"]["cores"] >= 1 and numbers["machine"]["tensorflow"]
     assert numbers["throughput"]["ours"]["wall_ratio_to_fit"]["median"] > 0
+    assert numbers["throughput"]["ours"]["median_to_fits_fastest_round"] > 0
+    assert "ours' median against model.fit's fastest round: " in result.stdout
     assert numbers["startup"]["ours, second run"]["first_step_done"] > numbers["startup"]["ours, second run"]["imported"]
     from_hooks = numbers["logging"]["whole epoch, from the hooks' own time: epoch / (epoch - hooks)"]["wall_time_ratio"]
     assert from_hooks["median"] > 1  # the hooks took some time, and less than the epoch around them (tiny epochs here)
