@@ -532,14 +532,21 @@ def peak_resident_mb() -> float:
     return float("nan")
 
 
-def run_child(kind: str, flags: list[str], env: dict) -> dict:
-    """Start a child and wait for it: its marks in seconds since it was started, and its peak resident memory."""
-    started = time.time()
+def child_report(kind: str, flags: list[str], env: dict, what: str):
+    """Run `benchmark.py --child KIND -- FLAGS` in a new process and return what it printed as JSON after its
+    label (child() prints one line "MARKS ...", "EPOCHS ..." or "PRODUCTS ..."); what: the run, for an error."""
     process = subprocess.run([sys.executable, __file__, "--child", kind, "--", *flags], env=env,
                              capture_output=True, text=True)
     if process.returncode != 0:
-        raise SystemExit(f"benchmark: the {kind} run failed (exit {process.returncode}): {process.stderr[-2000:]}")
-    found = json.loads([line for line in process.stdout.splitlines() if line.startswith("MARKS ")][-1][6:])
+        raise SystemExit(f"benchmark: {what} failed (exit {process.returncode}): {process.stderr[-2000:]}")
+    label = {"ours": "MARKS ", "fit": "MARKS ", "products": "PRODUCTS "}.get(kind, "EPOCHS ")
+    return json.loads([line for line in process.stdout.splitlines() if line.startswith(label)][-1][len(label):])
+
+
+def run_child(kind: str, flags: list[str], env: dict) -> dict:
+    """Start a child and wait for it: its marks in seconds since it was started, and its peak resident memory."""
+    started = time.time()
+    found = child_report(kind, flags, env, f"the {kind} run")
     return {**{name: wall - started for name, (wall, _) in found["marks"].items()},
             **{f"{name}_cpu": cpu for name, (_, cpu) in found["marks"].items()}, "peak_rss_mb": found["peak_rss_mb"]}
 
@@ -649,12 +656,7 @@ def alternating_runs(args, log_dir: str, variants: dict, epochs: int) -> dict:
 
 def run_epochs_child(flags: list[str], env: dict, kind: str = "epochs") -> list[dict]:
     """`lstm-mnist train FLAGS` (kind "fit-epochs": model.fit's equivalent) in a new process: its epochs' timings."""
-    process = subprocess.run([sys.executable, __file__, "--child", kind, "--", *flags], env=env,
-                             capture_output=True, text=True)
-    if process.returncode != 0:
-        raise SystemExit(f"benchmark: the run {' '.join(flags)} failed (exit {process.returncode}): "
-                         f"{process.stderr[-2000:]}")
-    return json.loads([line for line in process.stdout.splitlines() if line.startswith("EPOCHS ")][-1][7:])
+    return child_report(kind, flags, env, f"the run {' '.join(flags)}")
 
 
 def strategies_table(result: dict) -> tuple[str, dict]:
@@ -833,13 +835,8 @@ def product_rates(config, quick: bool) -> dict:
 
 def measure_product_rates(args) -> dict:
     """product_rates in a new process, as every run here: nothing left over from this one's TensorFlow."""
-    process = subprocess.run([sys.executable, __file__, "--child", "products", "--", "--units", str(args.units)],
-                             env={**os.environ, "BENCHMARK_QUICK": "1" if args.quick else ""},
-                             capture_output=True, text=True)
-    if process.returncode != 0:
-        raise SystemExit(f"benchmark: measuring the matrix products failed (exit {process.returncode}): "
-                         f"{process.stderr[-2000:]}")
-    return json.loads([line for line in process.stdout.splitlines() if line.startswith("PRODUCTS ")][-1][9:])
+    return child_report("products", ["--units", str(args.units)],
+                        {**os.environ, "BENCHMARK_QUICK": "1" if args.quick else ""}, "measuring the matrix products")
 
 
 def arithmetic_table(before: dict, after: dict, report: dict, config) -> tuple[str, dict]:
