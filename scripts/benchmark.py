@@ -1,6 +1,6 @@
 """How fast, how lean and how accurate `lstm-mnist train` is, side by side with the same model trained by model.fit.
 
-    python scripts/benchmark.py                     # all nine parts, full MNIST (about 35 minutes on 2 cores)
+    python scripts/benchmark.py                     # all nine parts, full MNIST (the longest: README "Speed" times the parts)
     python scripts/benchmark.py --only throughput,logging --repeats 5
     python scripts/benchmark.py --quick             # tiny sizes, one repeat: that the script works (CI)
 
