@@ -843,7 +843,8 @@ def arithmetic_table(before: dict, after: dict, report: dict, config) -> tuple[s
     """The product rates (before and after the other parts), and the rate at which the measured runs and steps
     did a step's arithmetic (flops_per_image x images per second), each as a share of one large product's."""
     flops = flops_per_image(config.timesteps, config.features, config.units)
-    large = statistics.mean([before[next(iter(before))], after[next(iter(after))]])
+    large_product = next(iter(before))  # product_rates measures it first
+    large = statistics.mean([before[large_product], after[large_product]])
     rows, summary = [], {"flops_per_image": flops, "products": {}, "training": {}}
     for name in before:
         rate = statistics.mean([before[name], after[name]])
@@ -854,7 +855,9 @@ def arithmetic_table(before: dict, after: dict, report: dict, config) -> tuple[s
         if "scratch" not in name:  # the same model size, but written out by hand: counted for Keras's cell only
             done[f"{name} (throughput part, median)"] = entry["images_per_second_median"]
     for name, entry in report.get("steps", {}).items():
-        if not name.startswith(("forward", "phase")):  # whole training steps, as train_steps runs them
+        # Whole training steps only: not the two "forward" rows (no clipping or Adam), nor phase 1's loop
+        # (the "1 step per call" row again, with four reads per step instead of one).
+        if not name.startswith(("forward", "phase")):
             done[f"{name} (steps part, median)"] = config.batch_size / entry["wall_ms_per_step"] * 1e3
     for name, images_per_second in done.items():
         rate = images_per_second * flops / 1e9
