@@ -237,7 +237,7 @@ def train_command(args: argparse.Namespace, stop: StopRequests) -> int:
         with RunLock(args.resume) if worker.chief else contextlib.nullcontext():
             read_index(args.resume)
 
-    import_tensorflow_quietly()
+    import_tensorflow_quietly(for_the_command=True)
     import tensorflow as tf
 
     from lstm_mnist.train import train_and_evaluate
@@ -266,7 +266,7 @@ def evaluate_command(args: argparse.Namespace, stop: StopRequests) -> int:
     if args.misclassified is not None:
         check_output_picture("--misclassified", args.misclassified)
     read_finished_run(args.run_dir)  # a bad folder is refused before TensorFlow is imported
-    import_tensorflow_quietly()
+    import_tensorflow_quietly(for_the_command=True)
     evaluation = evaluate_run(args.run_dir, VALIDATION if args.validation else TEST, data=args.data,
                               log=lambda line: None)
     for line in report(evaluation):
@@ -303,7 +303,7 @@ def predict_command(args: argparse.Namespace, stop: StopRequests) -> int:
     digits = read_digits(args.images)  # every file is checked before TensorFlow is imported
     if args.test_index:
         digits += test_digits(record, args.test_index, args.data)
-    import_tensorflow_quietly()
+    import_tensorflow_quietly(for_the_command=True)
     model = load_model(record.run_dir, record.config)
     images = as_read_by(record.config, np.stack([digit.image for digit in digits]))  # (N, 28, 28) -> (N, T, F)
     answers = probabilities(model, images)  # (N, 10)

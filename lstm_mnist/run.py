@@ -400,9 +400,9 @@ class Run:
                            validation_metrics=self.validation_means.variables)
 
     def open_dashboard(self) -> None:
-        from lstm_mnist.dashboard import Dashboard  # not imported at all with --no-tensorboard
-
         if self.config.tensorboard:
+            from lstm_mnist.dashboard import Dashboard  # not imported at all with --no-tensorboard
+
             self.dashboard = self.exits.enter_context(
                 Dashboard(self.run_dir, self.config, self.model, self.splits, self.log))
 

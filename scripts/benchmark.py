@@ -457,6 +457,15 @@ def child(kind: str, flags: list[str]) -> None:
     can measure it from the moment it started this process, and time.process_time(), which neighbours
     on a shared machine disturb less.
     """
+    marks = {}
+
+    def mark(name: str) -> None:
+        marks.setdefault(name, (time.time(), time.process_time()))
+
+    mark("python_started")
+    from lstm_mnist.quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly(for_the_command=True)  # as lstm-mnist imports them, for ours and model.fit alike
     if kind == "products":  # the arithmetic part: what this CPU's matrix products reach
         print("PRODUCTS " + json.dumps(product_rates(config_of(flags), quick=bool(os.environ.get("BENCHMARK_QUICK")))))
         return
@@ -480,13 +489,7 @@ def child(kind: str, flags: list[str]) -> None:
                    tf.config.threading.get_intra_op_parallelism_threads()]
         print("EPOCHS " + json.dumps([{**epoch, "threads": threads} for epoch in epochs]))
         return
-    marks = {}
-
-    def mark(name: str) -> None:
-        marks.setdefault(name, (time.time(), time.process_time()))
-
-    mark("python_started")
-    import lstm_mnist.train as train_module  # imports TensorFlow and Keras
+    import lstm_mnist.train as train_module
 
     config = config_of(flags)  # imports the package's command too
     mark("imported")
@@ -876,7 +879,7 @@ def arithmetic_table(before: dict, after: dict, report: dict, config) -> tuple[s
 def machine() -> dict:
     from lstm_mnist.quiet import import_tensorflow_quietly
 
-    import_tensorflow_quietly()  # without TensorFlow's start-up lines
+    import_tensorflow_quietly(for_the_command=True)  # without TensorFlow's start-up lines, as lstm-mnist does
     import keras
     import tensorflow as tf
 

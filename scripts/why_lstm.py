@@ -380,7 +380,7 @@ def train_every_run(arguments) -> list[dict]:
     matplotlib.use("Agg")  # write files only; no window
     from lstm_mnist.quiet import import_tensorflow_quietly
 
-    import_tensorflow_quietly()  # without TensorFlow's start-up lines, as lstm-mnist does
+    import_tensorflow_quietly(for_the_command=True)  # without TensorFlow's start-up lines, as lstm-mnist does
     import tensorflow as tf
 
     # Each run compiles its own steps; TensorFlow would warn about "retracing" at every run after the fifth.

@@ -92,7 +92,8 @@ def test_bad_paths_exit_2_with_one_line(tmp_path, run_cli):
     assert not (tmp_path / "logs").exists()
 
 
-def test_a_tiny_training_run_from_the_shell(tmp_path, run_cli):
+def test_a_tiny_training_run_from_the_shell(tmp_path, run_cli, cli_env, imported_by):
+    cli_env["PYTHONPROFILEIMPORTTIME"] = "1"  # Python lists every module it imports on stderr
     result = run_cli("train", "--epochs", "1", "--train-examples", "128", "--val-size", "64",
                      "--test-examples", "64", "--units", "8", "--log-dir", "runs")
     assert result.returncode == 0, result.stderr
@@ -107,6 +108,10 @@ def test_a_tiny_training_run_from_the_shell(tmp_path, run_cli):
         p.name for p in run_dir.iterdir()}
     # TensorBoard's start-up chatter is filtered from stderr; nothing alarming remains.
     assert "I0000" not in result.stderr and "absl::InitializeLog" not in result.stderr
+    # Keras was imported without scikit-learn (quiet.py): "sklearn" was only tried, in microseconds.
+    imported = imported_by(result.stderr)
+    assert "keras" in imported and "tensorflow" in imported
+    assert imported.get("sklearn", 0) < 1000 and "sklearn.base" not in imported, imported.get("sklearn")
 
 
 def test_script_wrapper_matches_the_command(tmp_path):

@@ -333,6 +333,7 @@ print("imported:", sorted(name for name in ("tensorflow", "keras", "numpy") if n
 model, config = lstm_mnist.load_run(sys.argv[1])
 print("loaded:", config.cell, "lstm_cell imported by load_run:", "lstm_mnist.lstm_cell" in sys.modules)
 print("logits:", tuple(model(lstm_mnist.preprocess(__import__("numpy").zeros((2, 28, 28), "uint8"))).shape))
+print("Keras imported whole (its scikit-learn wrappers too):", "sklearn.base" in sys.modules)
 """
 
 
@@ -350,7 +351,8 @@ def test_a_scratch_model_loads_quietly_in_a_fresh_interpreter(tiny_finished_run,
                             env=environment, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["imported: []", "loaded: scratch lstm_cell imported by load_run: True",
-                                          "logits: (2, 10)"]
+                                          "logits: (2, 10)",
+                                          "Keras imported whole (its scikit-learn wrappers too): True"]
     assert result.stderr == ""  # no "I0000 ...", no "failed call to cuInit"
 
 

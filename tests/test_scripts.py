@@ -39,13 +39,17 @@ def test_every_script_is_run_by_a_test():
         assert f"scripts/{script}" in (TESTS / module).read_text() or f'"{script}"' in (TESTS / module).read_text()
 
 
-def test_train_script(tmp_path, cli_env):
+def test_train_script(tmp_path, cli_env, imported_by):
+    """The command from a checkout; with --no-tensorboard, TensorBoard's machinery is not even imported."""
+    cli_env["PYTHONPROFILEIMPORTTIME"] = "1"  # Python lists every module it imports on stderr
     result = run_script("train.py", "--epochs", 1, "--train-examples", 128, "--val-size", 64, "--test-examples", 64,
                         "--units", 8, "--batch-size", 64, "--log-dir", tmp_path / "logs", "--name", "smoke",
                         "--no-tensorboard", env=cli_env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "test accuracy" in result.stdout
     assert (tmp_path / "logs" / "smoke" / "metrics.json").is_file()
+    imported = imported_by(result.stderr)
+    assert "lstm_mnist.train" in imported and "lstm_mnist.dashboard" not in imported
 
 
 def test_gradient_flow_and_why_lstm_scripts(tmp_path, cli_env):
