@@ -80,10 +80,10 @@ def import_tensorflow_quietly(for_the_command: bool = False) -> None:
 
     Cheap after the first call. If the user imported TensorFlow already, the
     probe still runs here, so that its "failed call to cuInit" is hidden too.
-    for_the_command: True in a process of our own (`lstm-mnist`, benchmark.py, why_lstm.py): Keras is imported without
-    scikit-learn, which saves 1.1 to 1.5 s of the 4 to 5 s of CPU that importing TensorFlow and Keras
-    takes (2-core AMD EPYC: `python -c "import tensorflow, keras"` under /usr/bin/time, with sklearn
-    hidden and without). False (load_run in a notebook): Keras is imported whole, as the user expects.
+    for_the_command: True in a process of our own (`lstm-mnist`, benchmark.py, why_lstm.py): Keras is
+    imported without scikit-learn, which saved 1.0 to 1.5 s of the 4.2 to 5.0 s of CPU that importing
+    TensorFlow and Keras took (2-core AMD EPYC: `python -c "import tensorflow, keras"` under /usr/bin/time,
+    three times with sklearn hidden and without). False (load_run in a notebook): Keras is imported whole.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # later C++ INFO/WARNING lines
     with native_stderr_filtered(is_startup_chatter), \
