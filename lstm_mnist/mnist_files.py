@@ -197,6 +197,12 @@ def read_at_most(stream: BinaryIO, limit: int) -> bytearray:
     return buffer
 
 
+def refuse_if_empty(path: Path, size: int) -> None:
+    """Refuse a file of `size` 0 bytes, in one line that says what to do."""
+    if size == 0:
+        raise DataError(f"{path}: the file is empty (0 bytes); copy mnist.npz again or pass another --data")
+
+
 def open_regular_file(path: Path) -> BinaryIO:
     """Open `path` for reading; refuse a FIFO or a device, where a read could block forever."""
     if not stat.S_ISREG(path.stat().st_mode):
@@ -241,8 +247,7 @@ def read_npz(path: Path) -> Arrays:
     """
     try:
         with open_regular_file(path) as file:
-            if os.fstat(file.fileno()).st_size == 0:
-                raise DataError(f"{path}: the file is empty (0 bytes); copy mnist.npz again or pass another --data")
+            refuse_if_empty(path, os.fstat(file.fileno()).st_size)
             with zipfile.ZipFile(file) as archive:
                 members = {info.filename[: -len(".npy")]: info for info in archive.infolist()
                            if info.filename.endswith(".npy")}
@@ -357,30 +362,58 @@ def find_idx_file(folder: Path, names: set[str], stem: str) -> Path:
     raise DataError(f"{folder}: no {stem} (or {stem}.gz) in this folder; it needs all four MNIST IDX files")
 
 
-def read_idx_folder(folder: Path) -> Arrays:
-    """Read the four original IDX files from one folder."""
+def idx_files_in(folder: Path) -> dict[str, Path]:
+    """The path of each of the four IDX files in `folder`, by key (x_train, ...); one missing is refused."""
     try:
         names = set(os.listdir(folder))
     except OSError as error:
         raise DataError(f"{folder}: cannot list this folder ({plain_reason(error)})") from None
+    return {key: find_idx_file(folder, names, stem) for key, stem in IDX_FILES.items()}
+
+
+def read_idx_folder(folder: Path) -> Arrays:
+    """Read the four original IDX files from one folder."""
     arrays = []
-    for key, stem in IDX_FILES.items():
-        magic = IDX_MAGIC_IMAGES if key.startswith("x") else IDX_MAGIC_LABELS
-        arrays.append(read_idx(find_idx_file(folder, names, stem), magic))
+    for key, path in idx_files_in(folder).items():
+        arrays.append(read_idx(path, IDX_MAGIC_IMAGES if key.startswith("x") else IDX_MAGIC_LABELS))
     return check_arrays(*arrays, where=str(folder))
 
 
-def read_user_path(path: Path) -> Arrays:
-    """Whatever the user passed with --data: an .npz file or a folder of IDX files."""
+def user_path_mode(path: Path) -> int:
+    """The st_mode of --data's path; a path that is missing or cannot be reached is refused."""
     try:
-        mode = path.stat().st_mode
+        return path.stat().st_mode
     except FileNotFoundError:
         raise DataError(f"--data {path}: no such file or folder; pass an mnist.npz or a folder of IDX files") from None
     except OSError as error:  # an unreadable parent folder, a symlink loop, ...
         raise DataError(f"--data {path}: cannot reach it ({plain_reason(error)})") from None
-    if stat.S_ISDIR(mode):
+
+
+def read_user_path(path: Path) -> Arrays:
+    """Whatever the user passed with --data: an .npz file or a folder of IDX files."""
+    if stat.S_ISDIR(user_path_mode(path)):
         return read_idx_folder(path)
     return read_npz(path)
+
+
+def check_user_path(data_path: str) -> None:
+    """The refusals of --data that need no reading, made before the seconds of importing TensorFlow (cli.py).
+
+    A path that is missing or cannot be reached, a folder without the four IDX files, an empty file or one
+    that is not a regular file: refused in a fraction of a second. read_user_path checks them all again,
+    and the content, when the data is read. Raises DataError with exit_code 2.
+    """
+    path = Path(data_path).expanduser()
+    try:
+        if stat.S_ISDIR(user_path_mode(path)):
+            idx_files_in(path)
+        else:
+            with open_regular_file(path) as file:  # refuses a FIFO or a device; opening, a file it may not read
+                refuse_if_empty(path, os.fstat(file.fileno()).st_size)
+    except OSError as error:
+        raise DataError(str(reading_error(path, error)), exit_code=2) from None
+    except DataError as error:
+        raise DataError(str(error), exit_code=2) from None
 
 
 # ---------------------------------------------------------------------------

@@ -626,6 +626,11 @@ def strategies(args, log_dir: str) -> dict:
     return alternating_runs(args, log_dir, variants, epochs=2)
 
 
+# --quick's runs by command: there a part reuses a run another part made the same way (its numbers mean nothing,
+# and each process costs the CI test 5 to 10 s of CPU).
+QUICK_RUNS: dict[tuple, list[dict]] = {}
+
+
 def alternating_runs(args, log_dir: str, variants: dict, epochs: int) -> dict:
     """Every variant once per round, each run in a new process, the order rotating from round to round.
 
@@ -648,12 +653,20 @@ def alternating_runs(args, log_dir: str, variants: dict, epochs: int) -> dict:
         for repeat in range(args.repeats):
             for name in names[repeat % len(names):] + names[:repeat % len(names)]:
                 kind, flags, extra_env = variants[name]
-                ran = run_epochs_child(sizes + flags, {**child_env(Path(cache)), **extra_env}, kind)
+                command = (kind, *sizes, *flags, *sorted(extra_env.items()))
+                reused = args.quick and command in QUICK_RUNS  # made by another part (the threads' defaults)
+                if reused:
+                    ran = QUICK_RUNS[command]
+                else:
+                    ran = run_epochs_child(sizes + flags, {**child_env(Path(cache)), **extra_env}, kind)
+                    if args.quick:
+                        QUICK_RUNS[command] = ran
                 steady = ran[1:] or ran  # a 1-epoch run has only its warm-up epoch to show
                 samples[name].extend({**epoch, "round": repeat} for epoch in steady)
                 rates = [images / epoch["train_seconds"] for epoch in steady]
+                where = "the same run as above" if reused else f"load average {os.getloadavg()[0]:.1f}"
                 print(f"  round {repeat + 1}/{args.repeats}  {name:52s} {statistics.median(rates):7.0f} images/s "
-                      f"(training part; load average {os.getloadavg()[0]:.1f})", flush=True)
+                      f"(training part; {where})", flush=True)
     return {"images_per_epoch": images, "samples": samples}
 
 

@@ -210,6 +210,8 @@ def test_bad_images_and_bad_run_folders_are_one_line(tiny_finished_run, capsys, 
     ]
     for folder, status, message in folders:
         assert_one_line_error(run_main(capsys, "evaluate", folder), status, message)
+    assert_one_line_error(run_main(capsys, "evaluate", tiny_finished_run, "--data", tmp_path / "missing.npz"), 2,
+                          f"--data {tmp_path / 'missing.npz'}: no such file or folder")
     with RunLock(unfinished):
         assert_one_line_error(run_main(capsys, "predict", unfinished, "--test-index", 0), 2,
                               f"is still training (process {os.getpid()}")

@@ -142,6 +142,7 @@ def test_npz_idx_and_gz_sources_agree_byte_for_byte(tmp_path, offline_arrays, mn
     write_idx_folder(tmp_path / "idx", offline_arrays)
     write_idx_folder(tmp_path / "idx-gz", offline_arrays, suffix=".gz")
     for source in (npz, tmp_path / "idx", tmp_path / "idx-gz"):
+        mnist_files.check_user_path(str(source))  # the command's check before importing TensorFlow lets it by
         loaded = load_mnist(str(source), allow_download=False, log=quiet)
         assert loaded.source == f"--data {source}"
         assert_same_bytes(loaded[:4], offline_arrays)
@@ -569,10 +570,11 @@ def test_unreadable_data_keras_cache_and_cache_folders_end_in_one_line(tmp_path,
 def test_data_that_is_not_a_regular_file_is_refused(tmp_path):
     fifo = tmp_path / "mnist.npz"
     os.mkfifo(fifo)  # opening a FIFO blocks until someone writes: the check must come first
-    result = run_python("import sys\nfrom lstm_mnist.mnist_files import load_mnist, DataError\n"
-                        "try:\n    load_mnist(sys.argv[1], log=print)\n"
-                        "except DataError as error:\n    print(error.exit_code, error)", fifo, timeout=60)
-    assert result.stdout.strip() == f"2 {fifo}: not a regular file"
+    result = run_python("import sys\nfrom lstm_mnist.mnist_files import check_user_path, load_mnist, DataError\n"
+                        "for read in (check_user_path, load_mnist):  # the command's early check, then the reading\n"
+                        "    try:\n        read(sys.argv[1])\n"
+                        "    except DataError as error:\n        print(error.exit_code, error)", fifo, timeout=60)
+    assert result.stdout.splitlines() == [f"2 {fifo}: not a regular file"] * 2
 
 
 # --- the decoded cache is checked, rebuilt when damaged, never left half-written ---
