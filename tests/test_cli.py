@@ -111,10 +111,12 @@ def test_a_tiny_training_run_from_the_shell(tmp_path, run_cli, cli_env, imported
         p.name for p in run_dir.iterdir()}
     # TensorBoard's start-up chatter is filtered from stderr; nothing alarming remains.
     assert "I0000" not in result.stderr and "absl::InitializeLog" not in result.stderr
-    # Keras was imported without scikit-learn (quiet.py): "sklearn" was only tried, in microseconds.
+    # Keras was imported without scikit-learn and matplotlib (quiet.py): they were only tried, in microseconds.
+    # matplotlib is imported afterwards for TensorBoard's pictures, but never its pyplot, which Keras would import.
     imported = imported_by(result.stderr)
     assert "keras" in imported and "tensorflow" in imported
     assert imported.get("sklearn", 0) < 1000 and "sklearn.base" not in imported, imported.get("sklearn")
+    assert imported.get("matplotlib.pyplot", 0) < 1000 and "matplotlib._pylab_helpers" not in imported
 
 
 def test_script_wrapper_matches_the_command(tmp_path):

@@ -40,7 +40,8 @@ def test_every_script_is_run_by_a_test():
 
 
 def test_train_script(tmp_path, cli_env, imported_by):
-    """The command from a checkout; with --no-tensorboard, TensorBoard's machinery is not even imported."""
+    """The command from a checkout; with --no-tensorboard, TensorBoard's machinery is not even imported, nor
+    matplotlib, which Keras would import for its image galleries (quiet.py)."""
     cli_env["PYTHONPROFILEIMPORTTIME"] = "1"  # Python lists every module it imports on stderr
     result = run_script("train.py", "--epochs", 1, "--train-examples", 128, "--val-size", 64, "--test-examples", 64,
                         "--units", 8, "--batch-size", 64, "--log-dir", tmp_path / "logs", "--name", "smoke",
@@ -50,6 +51,7 @@ def test_train_script(tmp_path, cli_env, imported_by):
     assert (tmp_path / "logs" / "smoke" / "metrics.json").is_file()
     imported = imported_by(result.stderr)
     assert "lstm_mnist.train" in imported and "lstm_mnist.dashboard" not in imported
+    assert imported.get("matplotlib", 0) < 1000 and "matplotlib.colors" not in imported  # only tried, in microseconds
 
 
 def test_gradient_flow_and_why_lstm_scripts(tmp_path, cli_env):
