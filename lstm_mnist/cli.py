@@ -40,7 +40,6 @@ import numpy as np
 from lstm_mnist import distribution, durable
 from lstm_mnist.config import Config, flag
 from lstm_mnist.errors import OneLineError, plain_reason
-from lstm_mnist.mnist_files import check_user_path
 from lstm_mnist.quiet import import_tensorflow_quietly
 from lstm_mnist.run import (RunLock, StopRequests, TrainingStopped, load_run_config, merge_resume_flags,
                             read_index, refuse_unusable_log_dir)
@@ -231,6 +230,8 @@ def train_command(args: argparse.Namespace, stop: StopRequests) -> int:
         saved, _ = load_run_config(args.resume)
         config = merge_resume_flags(saved, given_settings(args))
     if config.data:
+        from lstm_mnist.mnist_files import check_user_path  # only here: 20 ms of imports every command would pay
+
         check_user_path(config.data)  # a missing --data, an empty file, a folder without the IDX files
     worker = distribution.this_worker(config)  # TF_CONFIG, checked (a multi-worker run)
     if args.resume is None and worker.chief:  # only the chief makes a run folder in --log-dir
@@ -270,6 +271,8 @@ def evaluate_command(args: argparse.Namespace, stop: StopRequests) -> int:
         check_output_picture("--misclassified", args.misclassified)
     read_finished_run(args.run_dir)  # a bad folder is refused before TensorFlow is imported
     if args.data:
+        from lstm_mnist.mnist_files import check_user_path
+
         check_user_path(args.data)  # and so is a missing --data, an empty file, a folder without the IDX files
     import_tensorflow_quietly(for_the_command=True)
     evaluation = evaluate_run(args.run_dir, VALIDATION if args.validation else TEST, data=args.data,
