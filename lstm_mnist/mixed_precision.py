@@ -66,7 +66,7 @@ def loss_scaled_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, 
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     from lstm_mnist.train import loss_and_accuracy  # train.py imports this module
 
-    @tf.function(reduce_retracing=True)
+    @tf.function  # not reduce_retracing: as train.py's step (steps.OneTracePerBatchSize)
     def train_step(x, y, batch_size=None):
         with tf.GradientTape() as tape:
             logits = model(x, training=True)  # (b, T, F) -> (b, 10), float32

@@ -80,7 +80,7 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, c
     sum their gradients (all-reduce) before the norm: one device's step."""
     distribution.step_sums_the_gradients(optimizer)  # the step below sums them, so the optimizer must not
 
-    @tf.function(reduce_retracing=True)
+    @tf.function
     def train_step(x, y, batch_size=None):
         with tf.GradientTape() as tape:
             logits = in_shares(model, x, shares, training=True)  # (b, T, F) -> (b, 10): model(x), on every core

@@ -144,6 +144,38 @@ def test_in_shares_gives_every_image_its_own_logits_even_when_a_share_is_empty(b
     assert means.result()["loss"] > 0
 
 
+def test_the_step_is_traced_once_per_batch_size_with_the_size_known(batches):
+    """steps.OneTracePerBatchSize: B is part of each trace, so the gradient holds no run-time broadcast checks.
+
+    Each batch size is traced once, whatever k, and the two halves of in_shares keep their sizes known
+    too; the weights come out as from one trace with B unknown, to float32 round-off.
+    """
+    x, y = batches
+    model, _, _, train_step, train_steps = fresh(shares=2, unroll=True)
+    traces = []  # the step's own traces after each call (its first call traces it twice: Adam makes its variables)
+    for k, size in ((3, 16), (2, 16), (1, 6)):  # full batches in two groups, then a last batch of 6
+        train_steps(x[:k * size].reshape(k, size, TIMESTEPS, FEATURES), y[:k * size].reshape(k, size))
+        traces.append(train_step.experimental_get_tracing_count())
+    assert traces[1] == traces[0] and traces[2] == traces[0] + 1  # another k: none; another B: one
+    assert sorted(train_steps.compiled) == [6, 16]
+    assert all(compiled.experimental_get_tracing_count() == 1 for compiled in train_steps.compiled.values())
+    for size in (16, 6):
+        graph = train_steps.for_batch_size(size).get_concrete_function().graph.as_graph_def()
+        ops = [node.op for function in graph.library.function for node in function.node_def]
+        assert ops.count("MatMul") > 100 and "BroadcastGradientArgs" not in ops, size  # unrolled, no checks
+
+    known = model.get_weights()
+    unknown_model, _, _, _, unknown_steps = fresh(shares=2, unroll=True)
+    any_size = tf.function(unknown_steps.function, input_signature=[  # as before: one trace, B unknown
+        tf.TensorSpec([None, None, TIMESTEPS, FEATURES], tf.float32), tf.TensorSpec([None, None], tf.int32)])
+    for k, size in ((3, 16), (2, 16), (1, 6)):
+        any_size(x[:k * size].reshape(k, size, TIMESTEPS, FEATURES), y[:k * size].reshape(k, size))
+    graph = any_size.get_concrete_function().graph.as_graph_def()
+    assert "BroadcastGradientArgs" in [node.op for function in graph.library.function for node in function.node_def]
+    for got, expected in zip(known, unknown_model.get_weights(), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_several_steps_per_call_compute_what_one_call_per_step_computes(batches, reference):
     """The k-step call against the phase-1 loop: train_step once per batch from Python, means updated outside."""
     x, y = batches
@@ -311,7 +343,7 @@ def test_training_data_depends_only_on_seed_and_epoch(mnist):
 def test_on_a_gpu_the_default_training_step_uses_cudnn(batches):
     x, y = batches
     _, _, _, _, train_steps = fresh(Config(units=8))
-    graph = train_steps.get_concrete_function().graph
+    graph = train_steps.for_batch_size(BATCH).get_concrete_function().graph
     ops = {op.type for op in graph.get_operations()}
     for function in graph.as_graph_def().library.function:
         ops |= {node.op for node in function.node_def}
