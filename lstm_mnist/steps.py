@@ -16,9 +16,9 @@ step runs:
 train.py builds it once (`several_steps_per_call`, compiled once for each
 batch size, which the trace then knows: `OneTracePerBatchSize`) and calls it
 once per k batches in `train_epoch`; a learner can read train.py as if each
-call were one step. On a CPU, two more things are speed, not maths: the model reads
-the batch in two halves side by side, one per core (`in_shares`), and its
-loop over the rows is unrolled (`unroll_for`).
+call were one step. On a CPU, two more things are speed, not maths: the
+model reads the batch in two halves side by side, one per core
+(`in_shares`), and its loop over the rows is unrolled (`unroll_for`).
 """
 
 from __future__ import annotations
