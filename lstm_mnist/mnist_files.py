@@ -206,7 +206,7 @@ def refuse_if_empty(path: Path, size: int) -> None:
 def open_regular_file(path: Path) -> BinaryIO:
     """Open `path` for reading; refuse a FIFO or a device, where a read could block forever."""
     if not stat.S_ISREG(path.stat().st_mode):
-        raise DataError(f"{path}: not a regular file")
+        raise DataError(f"{path}: not a regular file (a pipe or a device?); copy the data into a regular file")
     return open(path, "rb")
 
 
@@ -249,25 +249,33 @@ def read_npz(path: Path) -> Arrays:
         with open_regular_file(path) as file:
             refuse_if_empty(path, os.fstat(file.fileno()).st_size)
             with zipfile.ZipFile(file) as archive:
-                members = {info.filename[: -len(".npy")]: info for info in archive.infolist()
-                           if info.filename.endswith(".npy")}
-                missing = [key for key in KEYS if key not in members]
-                if missing:
-                    raise DataError(
-                        f"{path}: not a Keras mnist.npz, missing key(s) {', '.join(missing)} "
-                        f"(found {', '.join(members) or 'none'})"
-                    )
+                members = npy_members(archive, path)
                 arrays = [read_npy_member(archive, members[key], f"{path}: {key}") for key in KEYS]
     except DataError:
         raise
-    except UNSUPPORTED_ZIP as error:
-        raise DataError(
-            f"{path}: uses a zip feature this reader does not support ({error}); "
-            "save it again with numpy.savez"
-        ) from None
-    except DAMAGED_ARCHIVE as error:
-        raise reading_error(path, error, " as an .npz file") from None
+    except (*UNSUPPORTED_ZIP, *DAMAGED_ARCHIVE) as error:
+        raise archive_error(path, error) from None
     return check_arrays(*arrays, where=str(path))
+
+
+def npy_members(archive: zipfile.ZipFile, path: Path) -> dict[str, zipfile.ZipInfo]:
+    """The archive's .npy members by key (x_train, ...); an archive without all four is not a Keras mnist.npz."""
+    members = {info.filename[: -len(".npy")]: info for info in archive.infolist() if info.filename.endswith(".npy")}
+    missing = [key for key in KEYS if key not in members]
+    if missing:
+        raise DataError(
+            f"{path}: not a Keras mnist.npz, missing key(s) {', '.join(missing)} "
+            f"(found {', '.join(members) or 'none'})"
+        )
+    return members
+
+
+def archive_error(path: Path, error: Exception) -> DataError:
+    """One line for what zipfile raised: a zip feature it cannot read, or a damaged (or not a zip) file."""
+    if isinstance(error, UNSUPPORTED_ZIP):
+        return DataError(f"{path}: uses a zip feature this reader does not support ({error}); "
+                         "save it again with numpy.savez")
+    return reading_error(path, error, " as an .npz file")
 
 
 def read_npy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> np.ndarray:
@@ -399,9 +407,10 @@ def read_user_path(path: Path) -> Arrays:
 def check_user_path(data_path: str) -> None:
     """The refusals of --data that need no reading, made before the seconds of importing TensorFlow (cli.py).
 
-    A path that is missing or cannot be reached, a folder without the four IDX files, an empty file or one
-    that is not a regular file: refused in a fraction of a second. read_user_path checks them all again,
-    and the content, when the data is read. Raises DataError with exit_code 2.
+    A path that is missing or cannot be reached, a folder without the four IDX files, a file that is empty,
+    not a regular file, not a zip archive or one without the four arrays: refused in a fraction of a second,
+    since only the archive's directory is read. read_user_path checks them all again, and the content,
+    when the data is read. Raises DataError with exit_code 2.
     """
     path = Path(data_path).expanduser()
     try:
@@ -410,10 +419,12 @@ def check_user_path(data_path: str) -> None:
         else:
             with open_regular_file(path) as file:  # refuses a FIFO or a device; opening, a file it may not read
                 refuse_if_empty(path, os.fstat(file.fileno()).st_size)
-    except OSError as error:
-        raise DataError(str(reading_error(path, error)), exit_code=2) from None
+                with zipfile.ZipFile(file) as archive:  # reads the zip's directory at the end, no member
+                    npy_members(archive, path)
     except DataError as error:
         raise DataError(str(error), exit_code=2) from None
+    except (*UNSUPPORTED_ZIP, *DAMAGED_ARCHIVE) as error:  # DAMAGED_ARCHIVE holds OSError too
+        raise DataError(str(archive_error(path, error)), exit_code=2) from None
 
 
 # ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lstm_mnist.cli import build_parser, config_from_args
@@ -65,6 +66,7 @@ def test_bad_paths_exit_2_with_one_line(tmp_path, run_cli, cli_env, imported_by)
     cli_env["PYTHONPROFILEIMPORTTIME"] = "1"  # which refusals come before the seconds of importing TensorFlow
     not_mnist = tmp_path / "notes.npz"
     not_mnist.write_text("these are my notes, not MNIST")
+    np.savez(tmp_path / "other.npz", x_train=np.zeros((2, 28, 28), np.uint8))  # a zip, but not MNIST's four arrays
     (tmp_path / "empty-folder").mkdir()
     (tmp_path / "empty.npz").write_bytes(b"")
     (tmp_path / "runs" / "taken").mkdir(parents=True)
@@ -73,7 +75,8 @@ def test_bad_paths_exit_2_with_one_line(tmp_path, run_cli, cli_env, imported_by)
     blocker.write_text("keep me")
     cases = [  # (flags, the one line says, refused before TensorFlow is imported)
         (["--data", str(tmp_path / "missing.npz")], "no such file or folder", True),
-        (["--data", str(not_mnist)], "cannot read it as an .npz file", False),  # found out by reading it
+        (["--data", str(not_mnist)], "cannot read it as an .npz file (File is not a zip file)", True),
+        (["--data", str(tmp_path / "other.npz")], "not a Keras mnist.npz, missing key(s) y_train, x_test, y_test", True),
         (["--data", str(tmp_path / "empty-folder")], "needs all four MNIST IDX files", True),
         (["--data", str(tmp_path / "empty.npz")], "the file is empty (0 bytes)", True),
         (["--log-dir", str(tmp_path / "runs"), "--name", "taken"], "taken already exists; choose another --name", True),

@@ -238,6 +238,9 @@ def test_truncated_npz(tmp_path, offline_arrays):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(DataError, match="truncated or corrupted"):
         read_npz(path)
+    with pytest.raises(DataError, match="truncated or corrupted") as caught:
+        mnist_files.check_user_path(str(path))  # a zip's directory is at its end: the early check finds the cut
+    assert caught.value.exit_code == 2
     path.write_bytes(b"")
     with pytest.raises(DataError, match=r"the file is empty \(0 bytes\)"):
         read_npz(path)
@@ -574,7 +577,8 @@ def test_data_that_is_not_a_regular_file_is_refused(tmp_path):
                         "for read in (check_user_path, load_mnist):  # the command's early check, then the reading\n"
                         "    try:\n        read(sys.argv[1])\n"
                         "    except DataError as error:\n        print(error.exit_code, error)", fifo, timeout=60)
-    assert result.stdout.splitlines() == [f"2 {fifo}: not a regular file"] * 2
+    said = f"2 {fifo}: not a regular file (a pipe or a device?); copy the data into a regular file"
+    assert result.stdout.splitlines() == [said] * 2
 
 
 # --- the decoded cache is checked, rebuilt when damaged, never left half-written ---
