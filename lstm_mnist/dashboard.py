@@ -89,11 +89,12 @@ class Dashboard:
 
     def __init__(self, run_dir: Path, config: Config, model: keras.Model, splits,
                  log: Callable[[str], None] = print):
-        """splits: x_train, y_train, x_val, y_val (float32 [N, T, F], int32 [N]); the fixed digits come from them."""
+        """splits: data.Splits (x_val float32 [N, T, F], y_val int32 [N], ...); the fixed digits come from it."""
         self.run_dir, self.config, self.model, self.log = run_dir, config, model, log
         self.writer = TensorBoardWriter(run_dir)
         # The fixed digits: the same ones every epoch, so pictures and histograms compare across epochs.
-        self.x_train, self.y_train = splits.x_train, splits.y_train
+        self.sample_inputs = splits.sequences(splits.train_images[:SAMPLE_INPUTS])  # (S, T, F)
+        self.sample_labels, self.train_images = splits.y_train[:SAMPLE_INPUTS], len(splits.y_train)
         self.x_val, self.y_val = splits.x_val, splits.y_val
         self.test_images = len(splits.x_test)
         self.reading_indices = [int(np.flatnonzero(self.y_val == digit)[0]) for digit in READING_DIGITS
@@ -113,9 +114,9 @@ class Dashboard:
         self.writer.hparams(config_dict, trial_id=self.run_dir.name)
         self.writer.keras_graph(self.model)
         self.writer.image("train", 0, "inputs/as_timesteps",
-                          sample_inputs_figure(sequences_as_pictures(self.x_train[:SAMPLE_INPUTS]),
-                                               self.y_train[:SAMPLE_INPUTS], pixels_per_step=self.x_train.shape[2]),
-                          reading_caption(self.x_train.shape[1], self.x_train.shape[2]))
+                          sample_inputs_figure(sequences_as_pictures(self.sample_inputs), self.sample_labels,
+                                               pixels_per_step=self.sample_inputs.shape[2]),
+                          reading_caption(*self.sample_inputs.shape[1:]))
         self.tracing = True  # trace the first compiled call (its ten steps) for the GRAPHS tab
 
     # --- Around every training step ---------------------------------------------------
@@ -210,7 +211,7 @@ class Dashboard:
         epochs = f"{self.config.epochs} epoch" + ("s" if self.config.epochs > 1 else "")
         self.writer.final(step, test, f"test accuracy **{test['accuracy']:.2%}** ({wrong:,} wrong of "
                                       f"{self.test_images:,} test images), test loss {test['loss']:.4f}, after "
-                                      f"{epochs} on {len(self.x_train):,} training images ({step:,} steps)")
+                                      f"{epochs} on {self.train_images:,} training images ({step:,} steps)")
 
     @timed
     def flush(self) -> None:

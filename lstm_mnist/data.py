@@ -77,18 +77,24 @@ def cut_into_timesteps(images: np.ndarray, pixels_per_step: int, order: np.ndarr
 class Splits(NamedTuple):
     """Train / validation / test, ready for the model.
 
-    x_*: float32 [N, T, F] = [N, 784 / K, K] in [0, 1], as images_to_sequences cuts them; y_*: int32 [N], 0..9.
-    train_images: uint8 [N, 28, 28], the training images before they become sequences: what
-    `training_data` shuffles and shifts each epoch.
+    x_val, x_test: float32 [N, T, F] = [N, 784 / K, K] in [0, 1], cut once; y_*: int32 [N], 0..9.
+    train_images: uint8 [N, 28, 28]. The training images stay images: each epoch `training_data`
+    shuffles and shifts them, then cuts them (a float32 copy of them all, 172 MB, would serve nothing).
+    pixels_per_step (K), order: how every image is cut; `sequences` cuts with them.
     """
 
-    x_train: np.ndarray
+    train_images: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    train_images: np.ndarray
+    pixels_per_step: int = FEATURES
+    order: np.ndarray | None = None
+
+    def sequences(self, images: np.ndarray) -> np.ndarray:
+        """uint8 [N, 28, 28] -> float32 [N, T, F]: the one cutting, the same for every split."""
+        return images_to_sequences(images, self.pixels_per_step, self.order)
 
 
 def split_mnist(mnist: Mnist, val_size: int, train_examples: int = 0, test_examples: int = 0,
@@ -110,11 +116,10 @@ def split_mnist(mnist: Mnist, val_size: int, train_examples: int = 0, test_examp
     if test_examples:
         x_test, y_test = x_test[:test_examples], y_test[:test_examples]
 
-    def sequences(images):  # the one cutting, the same for every split
-        return images_to_sequences(images, pixels_per_step, order)
-
-    return Splits(sequences(x_train), y_train.astype(np.int32), sequences(x_val), y_val.astype(np.int32),
-                  sequences(x_test), y_test.astype(np.int32), train_images=x_train)
+    cutting = dict(pixels_per_step=pixels_per_step, order=order)  # the same for every split, training's too
+    return Splits(train_images=x_train, y_train=y_train.astype(np.int32),
+                  x_val=images_to_sequences(x_val, **cutting), y_val=y_val.astype(np.int32),
+                  x_test=images_to_sequences(x_test, **cutting), y_test=y_test.astype(np.int32), **cutting)
 
 
 def random_shifts(images: np.ndarray, max_pixels: int, rng: np.random.Generator) -> np.ndarray:
@@ -138,20 +143,20 @@ def random_shifts(images: np.ndarray, max_pixels: int, rng: np.random.Generator)
     return shifted
 
 
-def training_data(splits: Splits, seed: tuple[int, int], shift_pixels: int, pixels_per_step: int = FEATURES,
-                  order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def training_data(splits: Splits, seed: tuple[int, int], shift_pixels: int) -> tuple[np.ndarray, np.ndarray]:
     """One epoch of training data: every training image once, shuffled, and each shifted by up to shift_pixels.
 
     Returns x float32 [N, T, F] and y int32 [N], in the order they are trained, cut into sequences as
-    split_mnist cuts them, after the shift. seed: (run seed, epoch). The order and the shifts depend only
-    on it, never on what ran before: a rerun or a resumed run sees the same batches, shifted the same way.
+    the validation and test images are, after the shift. seed: (run seed, epoch). The order and the shifts
+    depend only on it, never on what ran before: a rerun or a resumed run sees the same batches, shifted
+    the same way.
     """
     rng = np.random.default_rng(seed)
     shuffled = rng.permutation(len(splits.y_train))  # (N,): each image once, in an order drawn from (seed, epoch)
     images = splits.train_images[shuffled]  # uint8 [N, 28, 28], one copy a quarter the size of the float32 one
     if shift_pixels:
         images = random_shifts(images, shift_pixels, rng)
-    return images_to_sequences(images, pixels_per_step, order), splits.y_train[shuffled]
+    return splits.sequences(images), splits.y_train[shuffled]
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int):

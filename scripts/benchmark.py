@@ -210,7 +210,8 @@ def run_fit(config, splits, on_event=None, unroll: bool = False) -> tuple[list[d
     steps_per_epoch = math.ceil(len(splits.y_train) / config.batch_size)
     model = fit_model(config, steps_per_epoch, unroll)
     validation = (splits.x_val, splits.y_val) if splits.y_val.size else None
-    model.fit(splits.x_train, splits.y_train, batch_size=config.batch_size, epochs=config.epochs, shuffle=True,
+    x_train = splits.sequences(splits.train_images)  # float32 [N, T, F], the arrays model.fit is handed
+    model.fit(x_train, splits.y_train, batch_size=config.batch_size, epochs=config.epochs, shuffle=True,
               validation_data=validation, verbose=0, callbacks=[Marks()])
     return clock.epochs(), model
 
@@ -347,7 +348,8 @@ def step_parts(args) -> dict:
     config = Config(units=args.units)
     steps = args.step_count
     splits = load_splits(Config(train_examples=steps * config.batch_size, val_size=args.val_size))
-    x = splits.x_train.reshape(steps, config.batch_size, *splits.x_train.shape[1:])  # (S, B, T, F)
+    x_train = splits.sequences(splits.train_images)  # (S * B, T, F)
+    x = x_train.reshape(steps, config.batch_size, *x_train.shape[1:])  # (S, B, T, F)
     y = splits.y_train.reshape(steps, config.batch_size)  # (S, B)
 
     def parts(unroll=False):

@@ -15,7 +15,6 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -27,6 +26,7 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 from lstm_mnist import figures
 from lstm_mnist.config import CELL_TYPES, FEATURES, NUM_CLASSES, TIMESTEPS, Config
 from lstm_mnist.dashboard import Dashboard, trim_events_after
+from lstm_mnist.data import Splits
 from lstm_mnist.figures import (
     confusion_matrix,
     confusion_matrix_figure,
@@ -311,8 +311,8 @@ def test_without_a_validation_set_nothing_is_written_for_it_and_the_step_gradien
     x_train = random_rows(200)
     y_train = np.arange(200, dtype=np.int32) % NUM_CLASSES
     no_images = np.zeros((0, TIMESTEPS, FEATURES), np.float32)
-    splits = SimpleNamespace(x_train=x_train, y_train=y_train, x_val=no_images, y_val=np.zeros(0, np.int32),
-                             x_test=x_train[:50])
+    splits = Splits(train_images=np.round(x_train * 255).astype(np.uint8), y_train=y_train, x_val=no_images,
+                    y_val=np.zeros(0, np.int32), x_test=x_train[:50], y_test=y_train[:50])
     # A training step's gradients, as train_step returns them (one per weight, in model.trainable_variables' order).
     with tf.GradientTape() as tape:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y_train[:128], model(x_train[:128]))

@@ -87,13 +87,20 @@ def test_offline_copy_is_the_original_mnist(offline_arrays):
 
 def test_split_sizes_dtypes_and_range(mnist):
     splits = split_mnist(mnist, val_size=5_000)
-    assert [len(a) for a in splits] == [55_000, 55_000, 5_000, 5_000, 10_000, 10_000, 55_000]
+    sizes = [len(splits.train_images), len(splits.y_train), len(splits.x_val), len(splits.y_val),
+             len(splits.x_test), len(splits.y_test)]
+    assert sizes == [55_000, 55_000, 5_000, 5_000, 10_000, 10_000]
     np.testing.assert_array_equal(splits.train_images, mnist.x_train[5_000:])  # uint8 images, for the shifts
-    for x in (splits.x_train, splits.x_val, splits.x_test):
+    for x in (splits.sequences(splits.train_images), splits.x_val, splits.x_test):
         assert x.dtype == np.float32 and x.shape[1:] == (TIMESTEPS, FEATURES)
         assert x.min() == 0.0 and x.max() == 1.0
     for y in (splits.y_train, splits.y_val, splits.y_test):
         assert y.dtype == np.int32 and set(np.unique(y)) == set(range(NUM_CLASSES))
+    # The training images are kept once, as uint8: a float32 copy of them all (172 MB) would serve nothing,
+    # since every epoch cuts its own shuffled and shifted one (training_data).
+    float32_training_sets = [field for field, value in splits._asdict().items()
+                             if isinstance(value, np.ndarray) and value.dtype == np.float32 and len(value) == 55_000]
+    assert float32_training_sets == []
 
 
 def test_validation_is_the_first_training_images(mnist):
@@ -107,7 +114,7 @@ def test_validation_is_the_first_training_images(mnist):
 
 def test_validation_size_and_subsets_are_settings(mnist):
     splits = split_mnist(mnist, val_size=1_000, train_examples=300, test_examples=200)
-    assert (len(splits.x_train), len(splits.x_val), len(splits.x_test)) == (300, 1_000, 200)
+    assert (len(splits.train_images), len(splits.x_val), len(splits.x_test)) == (300, 1_000, 200)
     np.testing.assert_array_equal(splits.y_train, mnist.y_train[1_000:1_300])
     with pytest.raises(DataError, match="leaves no training images") as caught:
         split_mnist(mnist, val_size=len(mnist.x_train))

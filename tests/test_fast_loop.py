@@ -325,7 +325,7 @@ def test_training_data_depends_only_on_seed_and_epoch(mnist):
     # Without shifts: exactly the images of the split, in make_dataset's order for the same (seed, epoch).
     unshifted_x, unshifted_y = training_data(splits, (0, 1), 0)
     order = np.random.default_rng((0, 1)).permutation(300)
-    np.testing.assert_array_equal(unshifted_x, splits.x_train[order])
+    np.testing.assert_array_equal(unshifted_x, splits.sequences(splits.train_images[order]))
     np.testing.assert_array_equal(unshifted_y, splits.y_train[order])
     # With shifts: the same digits in the same order, each moved by at most 2 pixels (same ink, roughly).
     np.testing.assert_array_equal(first[1], unshifted_y)

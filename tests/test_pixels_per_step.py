@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from lstm_mnist.config import FEATURES, IMAGE_PIXELS, NUM_CLASSES, PIXELS_PER_STEP_CHOICES, Config
-from lstm_mnist.data import images_to_sequences, pixel_order, split_mnist
+from lstm_mnist.data import images_to_sequences, pixel_order, split_mnist, training_data
 from lstm_mnist.figures import sample_inputs_figure, sequences_as_pictures
 from lstm_mnist.model import build_model
 from lstm_mnist.reading import probabilities_after_each_line, probabilities_after_each_row
@@ -45,7 +45,9 @@ def test_timestep_t_holds_pixels_tK_to_tK_plus_K_minus_1(images, pixels_per_step
 def test_the_splits_are_cut_the_same_way(mnist):
     order = pixel_order(True, 5)
     splits = split_mnist(mnist, val_size=100, train_examples=50, test_examples=20, pixels_per_step=7, order=order)
-    for x, source in ((splits.x_train, mnist.x_train[100:150]), (splits.x_val, mnist.x_train[:100]),
+    shuffled = np.random.default_rng((0, 1)).permutation(50)  # the order training_data draws for (seed 0, epoch 1)
+    each_epoch, _ = training_data(splits, (0, 1), shift_pixels=0)
+    for x, source in ((each_epoch, mnist.x_train[100:150][shuffled]), (splits.x_val, mnist.x_train[:100]),
                       (splits.x_test, mnist.x_test[:20])):
         assert x.shape == (len(source), 112, 7)
         np.testing.assert_array_equal(x, images_to_sequences(source, 7, order))
