@@ -558,7 +558,7 @@ def read_offline_pickle(path: Path, expected_sha256: str = OFFLINE_SHA256) -> Ar
 # .npz first. The cache is used only when the record matches the pickle we
 # checked and the arrays match the record; anything else (damage, a missing
 # record, other content) is rebuilt from the pickle with one line saying so.
-# A cache that cannot be read or written costs only the decoding (seconds).
+# A cache that cannot be read or written costs only the decoding (a second or two).
 
 
 def default_cache_dir() -> Path:
@@ -665,7 +665,7 @@ def write_cache(cache_dir: Path, found: Found, log: Callable[[str], None]) -> No
         durable.write_json(record_file, cache_record(found.arrays, found.fingerprint))
     except OSError as error:
         log(f"data: cannot write the decoded cache in {cache_dir} ({plain_reason(error)}); "
-            "the offline copy will be decoded again next time (a few seconds)")
+            "the offline copy will be decoded again next time (a second or two)")
 
 
 def load_offline_copy(cache_dir: Path | None, log: Callable[[str], None]) -> Found | None:
@@ -679,7 +679,7 @@ def load_offline_copy(cache_dir: Path | None, log: Callable[[str], None]) -> Fou
             cached = read_cache(cache_dir, log)
         except OSError as error:
             log(f"data: cannot use the decoded cache in {cache_dir} ({plain_reason(error)}); "
-                "decoding the offline copy instead (a few seconds each run)")
+                "decoding the offline copy instead (a second or two each run)")
             cached, cache_dir = None, None  # no point writing where we cannot read
         if cached is not None:
             return cached
