@@ -245,16 +245,27 @@ def read_npz(path: Path) -> Arrays:
     each claim against the member's size first.
     """
     try:
-        with open_regular_file(path) as file:
-            refuse_if_empty(path, os.fstat(file.fileno()).st_size)
-            with zipfile.ZipFile(file) as archive:
-                members = npy_members(archive, path)
-                arrays = [read_npy_member(archive, members[key], f"{path}: {key}") for key in KEYS]
+        with open_regular_file(path) as file, open_npz(path, file) as archive:
+            members = npy_members(archive, path)
+            arrays = [read_npy_member(archive, members[key], f"{path}: {key}") for key in KEYS]
     except DataError:
         raise
     except (*UNSUPPORTED_ZIP, *DAMAGED_ARCHIVE) as error:
         raise archive_error(path, error) from None
     return check_arrays(*arrays, where=str(path))
+
+
+ZIP_MAGIC = b"PK\x03\x04"  # how a zip archive with members, and so every .npz, begins
+
+
+def open_npz(path: Path, file: BinaryIO) -> zipfile.ZipFile:
+    """The zip archive in `file`, reading only its directory; an empty file or one that is no zip is refused."""
+    refuse_if_empty(path, os.fstat(file.fileno()).st_size)
+    if file.read(len(ZIP_MAGIC)) != ZIP_MAGIC:  # a PNG, a CSV, notes: say so, not "is it truncated?"
+        raise DataError(f"{path}: not an .npz file (it does not begin as a zip archive does); "
+                        "pass a Keras mnist.npz or a folder of the four MNIST IDX files")
+    file.seek(0)
+    return zipfile.ZipFile(file)
 
 
 def npy_members(archive: zipfile.ZipFile, path: Path) -> dict[str, zipfile.ZipInfo]:
@@ -416,10 +427,9 @@ def check_user_path(data_path: str) -> None:
         if stat.S_ISDIR(user_path_mode(path)):
             idx_files_in(path)
         else:
-            with open_regular_file(path) as file:  # refuses a FIFO or a device; opening, a file it may not read
-                refuse_if_empty(path, os.fstat(file.fileno()).st_size)
-                with zipfile.ZipFile(file) as archive:  # reads the zip's directory at the end, no member
-                    npy_members(archive, path)
+            # open_regular_file refuses a FIFO or a device, and opening, a file it may not read.
+            with open_regular_file(path) as file, open_npz(path, file) as archive:
+                npy_members(archive, path)
     except DataError as error:
         raise DataError(str(error), exit_code=2) from None
     except (*UNSUPPORTED_ZIP, *DAMAGED_ARCHIVE) as error:  # DAMAGED_ARCHIVE holds OSError too

@@ -234,6 +234,7 @@ def test_data_errors_are_one_line_errors_with_exit_codes(tmp_path):
     with pytest.raises(DataError) as caught:
         load_mnist(str(tmp_path / "bad.npz"), log=quiet)
     assert caught.value.exit_code == 2 and "\n" not in str(caught.value)
+    assert "not an .npz file (it does not begin as a zip archive does)" in str(caught.value)
 
 
 # --- bad files give one clear line -------------------------------------------------
