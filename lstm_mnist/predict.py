@@ -65,9 +65,11 @@ def ink_on_black(grey: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarra
     in [0, 1] or None. The paper's colour is the median of the picture's
     outermost pixels: a light border means dark ink on light paper, which is
     inverted. Faint noise of the paper (four times its median deviation along
-    the border) is set to 0. Raises ImageError for a picture with no ink.
+    the border) is set to 0. Raises ImageError for a picture with no ink, or with NaN or infinite pixels.
     """
     grey = grey.astype(np.float64)
+    if not np.isfinite(grey).all():  # a floating-point TIFF can hold them; min() and max() would then be NaN
+        raise ImageError("some pixels are not numbers (NaN or infinite); save the picture with finite values")
     low, high = float(grey.min()), float(grey.max())
     if not high - low > 0.02 * max(abs(low), abs(high), 1e-12):
         raise ImageError("it is blank: every pixel has (nearly) the same value, so there is no digit in it")

@@ -167,6 +167,9 @@ def test_bad_images_and_bad_run_folders_are_one_line(tiny_finished_run, capsys, 
     os.symlink(tmp_path / "loop-b.png", tmp_path / "loop-a.png")
     os.symlink(tmp_path / "loop-a.png", tmp_path / "loop-b.png")
     (tmp_path / "a-folder.png").mkdir()
+    not_numbers = np.zeros((40, 40), np.float32)
+    not_numbers[5:35, 15:25], not_numbers[0, 0] = 1.0, np.nan  # a digit, and one NaN pixel
+    Image.fromarray(not_numbers).save(tmp_path / "nan.tif")  # a floating-point TIFF (Pillow's mode "F")
     np.save(tmp_path / "flat.npy", np.zeros((3, 784), np.uint8))
     np.save(tmp_path / "bytes-as-floats.npy", np.full((2, 28, 28), 255.0, np.float32))
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
@@ -178,6 +181,7 @@ def test_bad_images_and_bad_run_folders_are_one_line(tiny_finished_run, capsys, 
         ("cut.png", "a damaged image"),
         ("loop-a.png", "Too many levels of symbolic links"),
         ("a-folder.png", "is a folder"),
+        ("nan.tif", "some pixels are not numbers (NaN or infinite)"),
         ("missing.png", "no such file"),
         ("flat.npy", "images.reshape(-1, 28, 28)"),
         ("bytes-as-floats.npy", "divide by 255, or pass them as uint8"),
