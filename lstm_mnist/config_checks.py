@@ -74,6 +74,9 @@ def check_config(config: Config) -> None:
         raise ValueError(f"--learning-rate must be a positive number, got {config.learning_rate}")
     if not (math.isfinite(config.warmup_epochs) and config.warmup_epochs >= 0):
         raise ValueError(f"--warmup-epochs must be 0 or more, got {config.warmup_epochs}")
+    if config.lr_schedule == "cosine" and config.warmup_epochs >= config.epochs:
+        raise ValueError(f"--warmup-epochs ({config.warmup_epochs:g}) must be less than --epochs ({config.epochs}): "
+                         "the rate would still be rising when training ends; lower --warmup-epochs")
     if not (math.isfinite(config.clip_norm) and config.clip_norm >= 0):
         raise ValueError(f"--clip-norm must be 0 (off) or a positive number, got {config.clip_norm}")
     if config.strategy not in STRATEGIES:

@@ -50,6 +50,7 @@ BAD_FLAGS = [
     (["--epochs", str(2**63)], "--epochs must be a positive integer (at most 100,000)"),
     (["--units", "1000000"], "--units must be a positive integer (at most 16,384)"),
     (["--name", "a/b"], "--name must be a plain name without slashes"),
+    (["--epochs", "2", "--warmup-epochs", "2"], "--warmup-epochs (2) must be less than --epochs (2)"),
 ]
 
 
