@@ -152,7 +152,7 @@ class Config:
     log_every_steps: int = setting(
         50,
         "write step-level scalars (loss, accuracy, learning rate, gradient norm, "
-        "examples per second) every N steps",
+        "examples per second) every N steps and at the end of every epoch",
     )
     tensorboard: bool = setting(
         True,

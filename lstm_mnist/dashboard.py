@@ -8,7 +8,8 @@ The training loop creates a Dashboard only when TensorBoard is on
     before_step(step)       the first compiled call of a new run (ten training steps,
                             steps.several_steps_per_call) is traced for the GRAPHS tab;
                             with --profile, a few steps are profiled
-    after_step(...)         every log_every_steps steps: step scalars and throughput
+    after_step(...)         every log_every_steps steps and at each epoch's last step:
+                            step scalars and throughput
     end_of_epoch(...)       every epoch: loss and accuracy; every summary_every_epochs
                             epochs and after the last: the histograms and pictures
     end_of_run(step, test)  the test numbers: scalars, and a sentence in TEXT
@@ -133,8 +134,12 @@ class Dashboard:
 
     @timed
     def after_step(self, step: int, batch_size: int, loss: float, accuracy: float,
-                   learning_rate: Callable[[], float], gradient_norm: float) -> None:
-        """step: steps taken so far, including this one; learning_rate() reads the current rate."""
+                   learning_rate: Callable[[], float], gradient_norm: float, ends_epoch: bool = False) -> None:
+        """step: steps taken so far, including this one; learning_rate() reads the current rate.
+
+        The step scalars are written every log_every_steps steps, and at the last step of each epoch
+        (ends_epoch), so that a run shorter than log_every_steps still has its learning-rate curve.
+        """
         if self.tracing:
             self.writer.export_graph_trace()
             self.tracing = False
@@ -144,7 +149,7 @@ class Dashboard:
             self.log(f"profile: steps {PROFILE_STEPS[0] + 1}..{step} written to {self.run_dir}/plugins/profile "
                      "(TensorBoard's PROFILE tab)")
         self.interval_examples += batch_size
-        if step % self.config.log_every_steps == 0:
+        if step % self.config.log_every_steps == 0 or ends_epoch:
             seconds = time.perf_counter() - self.interval_started
             self.writer.step(step, loss, accuracy, learning_rate(), gradient_norm,
                              examples_per_second=self.interval_examples / seconds if seconds > 0 else None)

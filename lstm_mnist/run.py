@@ -261,7 +261,8 @@ class Run:
                                       "in a new run", exit_code=1)
             if self.dashboard:
                 self.dashboard.after_step(self.step, self.group_batch_size, loss, accuracy,
-                                          lambda rate=learning_rate: rate, gradient_norm)
+                                          lambda rate=learning_rate: rate, gradient_norm,
+                                          ends_epoch=self.batch == self.steps_per_epoch)
         if self.progress:
             self.progress.update(self.batch, values=list(self.train_means.result().items()))
         # An epoch's last step is checkpointed by end_of_epoch, after the validation, so that

@@ -16,7 +16,7 @@ from lstm_mnist.train import learning_rate_schedule, train_and_evaluate
 
 def tiny_config(log_dir, **overrides):
     settings = dict(epochs=1, train_examples=256, val_size=128, test_examples=128, batch_size=64,
-                    units=16, log_every_steps=1, log_dir=str(log_dir))
+                    units=16, log_every_steps=3, log_dir=str(log_dir))
     settings.update(overrides)
     return Config(**settings)
 
@@ -74,8 +74,10 @@ def test_event_files_hold_scalars_and_one_histogram_per_weight(tiny_run):
     assert histogram_tags == expected
     assert len(expected) == len(result.model.weights) == 5
     assert "weights/lstm_1/lstm_cell/recurrent_kernel" in histogram_tags
-    # Step-level scalars are written every log_every_steps (1 here) steps.
-    assert [event.step for event in train_events.Tensors("step/loss")] == [1, 2, 3, 4]
+    # Step-level scalars are written every log_every_steps (3 here) steps, and at each epoch's last step
+    # (4 here), so that a run shorter than log_every_steps still has them.
+    for tag in ("step/loss", "optimizer/learning_rate", "optimizer/gradient_norm", "throughput/examples_per_second"):
+        assert [event.step for event in train_events.Tensors(tag)] == [3, 4], tag
 
 
 def test_two_runs_never_share_a_folder(tmp_path, cache_dir, monkeypatch):
