@@ -4,7 +4,8 @@ The training loop creates a Dashboard only when TensorBoard is on
 (`--no-tensorboard` means no Dashboard at all) and calls its hooks:
 
     start_of_run(summary)   once, at step 0 of a new run: TEXT (config, model summary),
-                            HPARAMS, the Keras layer graph, the sample-inputs picture
+                            HPARAMS, the Keras layer graph, the initial weights'
+                            histograms, the sample-inputs picture
     before_step(step)       the first compiled call of a new run (ten training steps,
                             steps.several_steps_per_call) is traced for the GRAPHS tab;
                             with --profile, a few steps are profiled
@@ -109,11 +110,14 @@ class Dashboard:
     # --- Once per run ------------------------------------------------------------
     @timed
     def start_of_run(self, model_summary: str) -> None:
-        """TEXT, HPARAMS, the layer graph and the input picture, at step 0 of a fresh run."""
+        """TEXT, HPARAMS, the layer graph, the initial weights and the input picture, at step 0 of a fresh run."""
         config_dict = self.config.to_dict()
         self.writer.text(config_dict, model_summary)
         self.writer.hparams(config_dict, trial_id=self.run_dir.name)
         self.writer.keras_graph(self.model)
+        # The weights before any step: where training starts (the forget gate's bias at 1), and a second
+        # point in time, without which DISTRIBUTIONS draws nothing for a run of one epoch.
+        self.writer.weights(0, self.model)
         self.writer.image("train", 0, "inputs/as_timesteps",
                           sample_inputs_figure(sequences_as_pictures(self.sample_inputs), self.sample_labels,
                                                pixels_per_step=self.sample_inputs.shape[2]),

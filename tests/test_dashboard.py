@@ -22,6 +22,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.util.tensor_util import make_ndarray
 
 from lstm_mnist import figures
 from lstm_mnist.config import CELL_TYPES, FEATURES, NUM_CLASSES, TIMESTEPS, Config
@@ -255,8 +256,13 @@ def test_expensive_summaries_every_n_epochs_and_profile_without_plugin(tmp_path,
                                 cache_dir=cache_dir)
     train = EventAccumulator(str(result.run_dir / "train"), size_guidance={"tensors": 0})
     train.Reload()
-    # 2 steps per epoch: every 2nd epoch (step 4) and the last (step 6); scalars every epoch.
-    assert [event.step for event in train.Tensors("weights/lstm_1/lstm_cell/kernel")] == [4, 6]
+    # 2 steps per epoch: the initial weights (step 0), every 2nd epoch (step 4) and the last (step 6);
+    # the gradients from the first training step on; scalars every epoch.
+    assert [event.step for event in train.Tensors("weights/lstm_1/lstm_cell/kernel")] == [0, 4, 6]
+    assert [event.step for event in train.Tensors("gradients/lstm_1/lstm_cell/kernel")] == [4, 6]
+    initial_forget_bias = make_ndarray(train.Tensors("weights_by_gate/lstm_1/lstm_cell/bias/forget")[0].tensor_proto)
+    filled = initial_forget_bias[initial_forget_bias[:, 2] > 0]  # (buckets, 3): left edge, right edge, count
+    assert filled[:, 2].sum() == 8 and filled[:, 0].min() >= 1 - 1e-6 and filled[:, 1].max() <= 1 + 1e-6
     assert [event.step for event in train.Tensors("epoch/loss")] == [2, 4, 6]
     validation = EventAccumulator(str(result.run_dir / "validation"), size_guidance={"tensors": 0})
     validation.Reload()
