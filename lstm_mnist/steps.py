@@ -87,11 +87,11 @@ def several_steps_per_call(train_step, means: Means, optimizer, model: keras.Mod
         per_step = tf.TensorArray(tf.float32, size=steps)
         gradients = [tf.zeros(weight.shape, tf.float32) for weight in model.trainable_variables]  # replaced below
         for i in tf.range(steps):
+            learning_rate = tf.convert_to_tensor(optimizer.learning_rate, tf.float32)  # the rate this step applies
             shares = distribution.split_batch(strategy, x[i], y[i])  # each replica's part of the batch, and B
             per_replica = strategy.run(train_step, args=shares)  # the step, on every replica at once
             loss, accuracy, gradient_norm, gradients = distribution.whole_batch(strategy, per_replica)
             means.update(loss, accuracy, batch_size=batch_size)
-            learning_rate = tf.convert_to_tensor(optimizer.learning_rate, tf.float32)  # the rate for the next step
             per_step = per_step.write(i, tf.stack([loss, accuracy, gradient_norm, learning_rate]))
         return per_step.stack(), gradients  # (k, 4), and one gradient per weight
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 from pathlib import Path
 
 import keras
@@ -49,6 +50,7 @@ from tensorboard.plugins.hparams import api as hparams_api
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
 from lstm_mnist.config import Config
+from lstm_mnist.config_checks import INTEGER_RANGES
 from lstm_mnist.errors import OneLineError, plain_reason
 from lstm_mnist.gates import Gates, fused_weights, lstm_layers, split_gates
 from lstm_mnist.run import resume_command
@@ -66,7 +68,7 @@ HPARAMS_FIRST = ("cell", "units", "layers", "epochs", "learning_rate", "train_ex
                  "batch_size", "lr_schedule")
 # Settings that say where things are, not how the model is trained.
 NOT_HYPERPARAMETERS = ("data", "log_dir", "name", "log_every_steps", "tensorboard", "summary_every_epochs", "profile",
-                       "checkpoint_every_steps")
+                       "checkpoint_every_steps", "devices")
 # The traced training step's tag in GRAPHS. The graph page opens the first tag in sorted order as an op graph,
 # so this must sort before Keras's `keras` tag, which holds no op graph (opened as one, it fails: "Malformed GraphDef").
 TRAIN_STEP_GRAPH = "function/train_step"
@@ -128,13 +130,26 @@ def hparam_columns(config_dict: dict) -> list:
     names = [name for name in HPARAMS_FIRST if name in names] + [name for name in names if name not in HPARAMS_FIRST]
     columns = []
     for rank, name in enumerate(names, start=1):
-        choices = fields[name].metadata.get("choices")
-        # A discrete domain gives the tab a checkbox per value to filter rows by; numbers are left without one.
-        domain = hparams_api.Discrete([False, True]) if isinstance(config_dict[name], bool) \
-            else hparams_api.Discrete(list(choices)) if choices else None
-        columns.append(hparams_api.HParam(f"{rank:02d} {name}", domain, display_name=name,
+        columns.append(hparams_api.HParam(f"{rank:02d} {name}", hparam_domain(name, fields[name]), display_name=name,
                                           description=fields[name].metadata["help"]))
     return columns
+
+
+def hparam_domain(name: str, field: dataclasses.Field):
+    """The values a setting may take, as the HPARAMS tab's filter in its left pane offers them.
+
+    A checkbox per value for a choice or a switch; a min/max box for a number. Without a domain the
+    tab knows no type for the setting, offers no filter and warns in the browser's console.
+    """
+    if field.metadata.get("choices"):
+        return hparams_api.Discrete(list(field.metadata["choices"]))
+    if isinstance(field.default, bool):
+        return hparams_api.Discrete([False, True])
+    if isinstance(field.default, int):
+        return hparams_api.IntInterval(*INTEGER_RANGES.get(name, (0, 2**31 - 1)))  # the bounds each --flag is held to
+    if isinstance(field.default, float):  # every float setting is 0 or more (config_checks.py)
+        return hparams_api.RealInterval(0.0, sys.float_info.max)
+    raise TypeError(f"{name}: a {type(field.default).__name__} setting has no HPARAMS domain; add one here")
 
 
 class TensorBoardWriter:
@@ -172,11 +187,14 @@ class TensorBoardWriter:
         with self.writing("train", step):
             tf.summary.scalar("step/loss", loss)
             tf.summary.scalar("step/accuracy", accuracy)
-            tf.summary.scalar("optimizer/learning_rate", learning_rate)
+            tf.summary.scalar("optimizer/learning_rate", learning_rate, description="the rate Adam applied at this step")
             tf.summary.scalar("optimizer/gradient_norm", gradient_norm, description="global L2 norm before clipping")
             if examples_per_second is not None:
                 tf.summary.scalar("throughput/examples_per_second", examples_per_second,
-                                  description="training images per second since the previous point")
+                                  description="training images per second since the previous point; a run's "
+                                              "first point and the one at the end of its first epoch sit low: "
+                                              "they include compiling the step, for the batches of 128 and "
+                                              "for the epoch's smaller last batch (seconds each)")
 
     def epoch(self, step: int, train: dict, validation: dict | None) -> None:
         """Epoch means of loss and accuracy, under the same tags in both runs so they overlay."""

@@ -233,6 +233,11 @@ def test_hparams_columns_come_in_the_order_tensorboard_shows_them():
     assert set(shown) == set(config) - set(NOT_HYPERPARAMETERS)  # every other setting follows
     (cell,) = [column for column in columns if column.display_name == "cell"]
     assert cell.domain.values == sorted(CELL_TYPES) and cell.description.startswith("recurrent cell")
+    # Every setting has a domain, so the tab knows its type and offers a filter (a number: a min/max box).
+    domains = {column.display_name: column.domain for column in columns}
+    assert all(domain is not None for domain in domains.values()), domains
+    assert (domains["units"].min_value, domains["units"].max_value) == (1, 16_384)
+    assert domains["learning_rate"].min_value == 0.0 and domains["deterministic"].values == [False, True]
 
 
 def small_config(log_dir, **overrides):

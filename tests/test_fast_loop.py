@@ -182,10 +182,11 @@ def test_several_steps_per_call_compute_what_one_call_per_step_computes(batches,
     weights, per_step, means, last_gradients = reference
     model, optimizer, one_by_one, train_step, _ = fresh()
     for step, (batch_x, batch_y) in enumerate(make_dataset(x, y, BATCH)):
+        learning_rate = float(optimizer.learning_rate)  # the rate this step applies
         loss, accuracy, gradient_norm, gradients = train_step(batch_x, batch_y)
         one_by_one.update(loss, accuracy, batch_size=len(batch_y))
         np.testing.assert_allclose(per_step[step], [float(loss), float(accuracy), float(gradient_norm),
-                                                    float(optimizer.learning_rate)], rtol=1e-6)
+                                                    learning_rate], rtol=1e-6)
     for got, expected in zip(model.get_weights(), weights, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
     # The k-step call hands back the gradients of its last step (TensorBoard's histograms), as Adam applied them:

@@ -56,7 +56,7 @@ def test_saved_model_reloads_and_predicts_the_same(tiny_run):
 
 
 def test_event_files_hold_scalars_and_one_histogram_per_weight(tiny_run):
-    _, result = tiny_run
+    config, result = tiny_run
     train_tags, train_events = event_tags(result.run_dir / "train")
     validation_tags, _ = event_tags(result.run_dir / "validation")
     test_tags, test_events = event_tags(result.run_dir / "test")
@@ -78,6 +78,10 @@ def test_event_files_hold_scalars_and_one_histogram_per_weight(tiny_run):
     # (4 here), so that a run shorter than log_every_steps still has them.
     for tag in ("step/loss", "optimizer/learning_rate", "optimizer/gradient_norm", "throughput/examples_per_second"):
         assert [event.step for event in train_events.Tensors(tag)] == [3, 4], tag
+    # The rate each step applied: step s is the optimizer's iteration s - 1 (warmup 2 steps, then the cosine to 0).
+    schedule = learning_rate_schedule(config, steps_per_epoch=4)
+    logged = [float(make_ndarray(event.tensor_proto)) for event in train_events.Tensors("optimizer/learning_rate")]
+    assert logged == pytest.approx([float(schedule(2)), float(schedule(3))]) and logged[-1] > 0
 
 
 def test_two_runs_never_share_a_folder(tmp_path, cache_dir, monkeypatch):
