@@ -214,7 +214,8 @@ class TensorBoardWriter:
     # --- Histograms ----------------------------------------------------------
     def weights(self, step: int, model: keras.Model) -> None:
         """One histogram per weight tensor, tagged by its unique Keras path, and one per LSTM gate."""
-        self.fused_histograms(step, "weights", model, {variable.path: variable for variable in model.weights})
+        self.fused_histograms(step, "weights", model, {variable.path: variable for variable in model.weights},
+                              "the weights after this step; at step 0, as initialised, before any training step")
 
     def gradients(self, step: int, model: keras.Model, gradients: list, description: str) -> None:
         """The same for a step's gradients, one per trainable weight in order: one per weight, one per LSTM gate."""
