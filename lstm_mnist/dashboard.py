@@ -139,7 +139,7 @@ class Dashboard:
     @timed
     def after_step(self, step: int, batch_size: int, loss: float, accuracy: float,
                    learning_rate: Callable[[], float], gradient_norm: float, ends_epoch: bool = False) -> None:
-        """step: steps taken so far, including this one; learning_rate() reads the current rate.
+        """step: steps taken so far, including this one; learning_rate() reads the rate this step applied.
 
         The step scalars are written every log_every_steps steps, and at the last step of each epoch
         (ends_epoch), so that a run shorter than log_every_steps still has its learning-rate curve.
